@@ -1,0 +1,12 @@
+//! socketlab echo: the echo client.
+
+use std::process::ExitCode;
+
+/// Arguments (to be filled in).
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> ExitCode {
+    eprintln!("not built yet");
+    ExitCode::from(2)
+}

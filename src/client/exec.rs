@@ -1,0 +1,12 @@
+//! socketlab exec: run a program on the daemon, like ssh host cmd.
+
+use std::process::ExitCode;
+
+/// Arguments (to be filled in).
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> ExitCode {
+    eprintln!("not built yet");
+    ExitCode::from(2)
+}
