@@ -1,12 +1,256 @@
-//! socketlab serve: load the configuration, bind every listener, run the reactor.
+//! `socketlab serve`: load the configuration, bind every listener, run the reactor.
+//!
+//! Start-up is all-or-nothing. Every listener is bound before anything is
+//! served; if one address is in use or one value is wrong, the daemon says
+//! so in one line on stderr and exits with status 2, having served nobody.
+//! Only then is the ready file written (atomically, so a test or script
+//! that waits for it never reads half a file), and the loop starts.
 
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Arguments (to be filled in).
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use crate::config::{self, Config, ListenAddr, Overrides};
+use crate::reactor::{Bound, ListenSocket, Reactor};
+use crate::services::{self, ServiceId, Shared};
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("not built yet");
-    ExitCode::from(2)
+/// `socketlab serve` (PROTOCOL.md §1).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set one configuration key (VALUE in TOML syntax; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Where the daemon keeps its state [default: socketlab-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address every service binds unless told otherwise [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// Every service listens on PORT-BASE + its offset; 0 = ephemeral ports [default: 7000].
+    #[arg(long, value_name = "N")]
+    port_base: Option<u16>,
+    /// Move one service: SERVICE=HOST:PORT or SERVICE=unix:/path (repeatable).
+    #[arg(long, value_name = "SERVICE=ADDR")]
+    listen: Vec<String>,
+    /// Do not start SERVICE (repeatable).
+    #[arg(long, value_name = "SERVICE")]
+    disable: Vec<String>,
+    /// Once every listener is bound, write their addresses here as JSON.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+    /// Print one line per readiness event and I/O outcome.
+    #[arg(long)]
+    trace: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// error, warn, info, debug, trace or off [default: RUST_LOG, else info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("socketlab: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: Args) -> Result<(), String> {
+    crate::logging::init(args.log_level.as_deref())?;
+    let flags = Overrides {
+        bind: args.bind,
+        port_base: args.port_base,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        disable: args.disable,
+    };
+    let mut config =
+        config::load(args.config.as_deref(), &args.set, &flags).map_err(|e| e.to_string())?;
+    let open_files = raise_open_file_limit();
+    let max_connections = *config
+        .limits
+        .max_connections
+        .get_or_insert(open_files.saturating_sub(32).max(1));
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let (bound, ready) = bind_all(&config)?;
+    let shared = Shared::new(config).map_err(|e| e.to_string())?;
+    let mut reactor =
+        Reactor::new(bound, shared, max_connections, args.trace).map_err(|e| e.to_string())?;
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, &ready)
+            .map_err(|e| format!("cannot write ready file {}: {e}", path.display()))?;
+    }
+    log::info!("ready: {max_connections} connections at most (open-file limit {open_files})");
+    reactor.run().map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// What the ready file says of one service: `{"tcp": ..., "udp": ...}`.
+type Ready = BTreeMap<&'static str, BTreeMap<&'static str, String>>;
+
+/// Binds every enabled service, or none: the first failure drops what was
+/// bound so far and is reported naming the service and address.
+fn bind_all(config: &Config) -> Result<(Vec<Bound>, Ready), String> {
+    let mut bound = Vec::new();
+    let mut ready = Ready::new();
+    for id in ServiceId::ALL {
+        if !config.service(id).enabled || !services::is_implemented(id) {
+            continue;
+        }
+        let addr = config.listen_addr(id).map_err(|e| e.to_string())?;
+        let entry = ready.entry(id.name()).or_default();
+        match addr {
+            ListenAddr::Inet(addr) => {
+                let (tcp, udp) = bind_inet(id, addr)?;
+                let local = tcp.local_addr().map_err(|e| e.to_string())?;
+                log::info!("listening {id} tcp {local}");
+                entry.insert("tcp", local.to_string());
+                bound.push(Bound::Stream(id, ListenSocket::Tcp(tcp)));
+                if let Some(udp) = udp {
+                    let local = udp.local_addr().map_err(|e| e.to_string())?;
+                    log::info!("listening {id} udp {local}");
+                    entry.insert("udp", local.to_string());
+                    bound.push(Bound::Datagram(id, udp));
+                }
+            }
+            ListenAddr::Unix(path) => {
+                let listener = bind_unix(id, &path)?;
+                log::info!("listening {id} unix {}", path.display());
+                entry.insert("tcp", format!("unix:{}", path.display()));
+                bound.push(Bound::Stream(
+                    id,
+                    ListenSocket::Unix(listener, path.clone()),
+                ));
+                // A Unix listener replaces the TCP one only; the UDP side of
+                // the service stays on its derived address.
+                if id.has_udp() {
+                    let mut derived = config.clone();
+                    derived.service_mut(id).listen = None;
+                    if let Ok(ListenAddr::Inet(addr)) = derived.listen_addr(id) {
+                        let udp = mio::net::UdpSocket::bind(addr)
+                            .map_err(|e| format!("cannot listen for {id} on udp {addr}: {e}"))?;
+                        let local = udp.local_addr().map_err(|e| e.to_string())?;
+                        log::info!("listening {id} udp {local}");
+                        entry.insert("udp", local.to_string());
+                        bound.push(Bound::Datagram(id, udp));
+                    }
+                }
+            }
+        }
+    }
+    Ok((bound, ready))
+}
+
+/// Binds a service's TCP listener and, if it has one, its UDP socket on the
+/// same port number. With port 0 the kernel picks the TCP port; the UDP
+/// socket then takes the same number, retried a few times in the rare case
+/// that number is taken for UDP.
+fn bind_inet(
+    id: ServiceId,
+    addr: SocketAddr,
+) -> Result<(mio::net::TcpListener, Option<mio::net::UdpSocket>), String> {
+    for _ in 0..16 {
+        let tcp = mio::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen for {id} on tcp {addr}: {e}"))?;
+        deepen_backlog(&tcp);
+        if !id.has_udp() {
+            return Ok((tcp, None));
+        }
+        let local = tcp.local_addr().map_err(|e| e.to_string())?;
+        match mio::net::UdpSocket::bind(local) {
+            Ok(udp) => return Ok((tcp, Some(udp))),
+            Err(_) if addr.port() == 0 => continue,
+            Err(e) => return Err(format!("cannot listen for {id} on udp {addr}: {e}")),
+        }
+    }
+    Err(format!(
+        "cannot find a port free for both tcp and udp for {id}"
+    ))
+}
+
+/// mio listens with a backlog of 1024. A load test that opens thousands of
+/// connections at once overflows that before the loop's first accept, and
+/// the kernel then drops SYNs (clients retry after a second). Calling
+/// `listen()` again on a listening socket only changes the backlog; the
+/// kernel caps it at `net.core.somaxconn`.
+fn deepen_backlog(listener: &mio::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we own; failure is harmless.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), 65_535);
+    }
+}
+
+/// Binds a Unix domain socket, removing a stale socket file left by a
+/// daemon that died, but never one a live daemon still answers on.
+fn bind_unix(id: ServiceId, path: &Path) -> Result<mio::net::UnixListener, String> {
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "cannot listen for {id} on unix {}: address in use",
+                    path.display()
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen for {id} on unix {}: path exists ({e})",
+                    path.display()
+                ));
+            }
+        }
+    }
+    mio::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen for {id} on unix {}: {e}", path.display()))
+}
+
+/// Writes the ready file atomically: a temporary file beside it, then a
+/// rename, so a reader sees either no file or the whole of it.
+fn write_ready_file(path: &Path, ready: &Ready) -> io::Result<()> {
+    let json = serde_json::to_string(ready).map_err(io::Error::other)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Raises the soft open-file limit to the hard limit, as Redis does, and
+/// returns the limit in force.
+fn raise_open_file_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }

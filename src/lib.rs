@@ -9,4 +9,6 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod loadgen;
+pub mod logging;
+pub mod reactor;
 pub mod services;

@@ -1,0 +1,24 @@
+//! discard (RFC 863): reads everything and throws it away.
+//!
+//! # Format
+//!
+//! ```text
+//! client: <any bytes>...        daemon: (nothing, ever)
+//! UDP datagrams are ignored.
+//! ```
+//!
+//! The simplest possible session: it consumes all input and never writes,
+//! so the reactor's read path alone is exercised. A client that sends
+//! without pause is read as fast as it sends.
+
+use super::Cx;
+
+/// A discard connection has no state at all (and so costs no allocation:
+/// a `Box` of a zero-sized type does not allocate).
+pub struct Session;
+
+impl super::Session for Session {
+    fn on_input(&mut self, input: &[u8], _cx: &mut Cx<'_>) -> usize {
+        input.len()
+    }
+}
