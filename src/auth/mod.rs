@@ -1,12 +1,121 @@
-//! Authentication shared by the framed services: keys, challenges, throttling.
+//! Authentication for the framed services: the exec service's shared key
+//! and challenge-response handshake, and the throttle on failed handshakes
+//! that exec and files share (PROTOCOL.md §5.2).
+//!
+//! # Shared-key authentication
+//!
+//! ```text
+//!   daemon                                         client
+//!   key = <data-dir>/secret.key                    key = a copy of that file
+//!   challenge = 32 fresh random bytes
+//!        ---- hello {challenge} ------------------>
+//!                                                  mac = HMAC-SHA256(key, challenge)
+//!        <--- auth {mac} --------------------------
+//!   HMAC-SHA256(key, challenge) == mac,
+//!   compared in constant time?
+//!        ---- ok, or "authentication failed" ----> (then closed)
+//! ```
+//!
+//! Both ends hold the same secret, and the exchange proves that the client
+//! does without the secret ever crossing the wire. Nothing here touches a
+//! socket or reads the clock: the daemon and the exec client move the bytes,
+//! and pass in the current `Instant` where time matters.
+//!
+//! # Where things are
+//!
+//! - [`key`]: the key and its file (created 0600, replaced atomically).
+//! - [`challenge`]: challenges, computing and verifying MACs.
+//! - [`handshake`]: the hello, auth, ok and error frames, exactly as sent.
+//! - [`throttle`]: locking out addresses after repeated failures.
+//! - [`run`]: `socketlab key show|rotate`.
 
+pub mod challenge;
+pub mod handshake;
+pub mod key;
+pub mod throttle;
+
+use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments (to be filled in).
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use clap::Subcommand;
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("not built yet");
-    ExitCode::from(2)
+pub use challenge::{Challenge, mac, verify};
+pub use key::{Key, KeyFile, load, load_or_create, rotate};
+pub use throttle::Throttle;
+
+use crate::config::Config;
+
+/// `socketlab key`: show where the exec service's shared key is, or replace
+/// it. Clients need a copy of that file to run programs on the daemon.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: KeyAction,
+    /// The daemon's data directory; the key is `<DIR>/secret.key`.
+    /// [default: socketlab-data]
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// The key file itself, wherever it is (overrides --data-dir).
+    #[arg(long, value_name = "FILE", global = true)]
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Print the key file's path, creating the key first if there is none
+    /// (as the daemon does on its first start).
+    Show,
+    /// Replace the key with a fresh one, atomically, and print the file's
+    /// path.
+    Rotate,
+}
+
+/// Runs `socketlab key ...`: prints the key file's path on stdout, notes
+/// and warnings on stderr. Exit status 0, or 1 when the file cannot be
+/// read, created or replaced.
+pub fn run(args: Args) -> ExitCode {
+    let path = args.key_file.unwrap_or_else(|| {
+        let data_dir = args.data_dir.unwrap_or_else(|| Config::default().data_dir);
+        key::default_path(&data_dir)
+    });
+    let outcome = match args.action {
+        KeyAction::Show => load_or_create(&path).map(|file| {
+            if file.created {
+                eprintln!("created a new key in {}", path.display());
+            }
+            if !file.is_private() {
+                eprintln!(
+                    "warning: {} has mode {:o}: others can read the key; run `chmod 600` on it",
+                    path.display(),
+                    file.mode
+                );
+            }
+        }),
+        KeyAction::Rotate => rotate(&path).map(|_| {
+            eprintln!(
+                "replaced the key in {}; clients need the new file",
+                path.display()
+            );
+        }),
+    };
+    match outcome {
+        Ok(()) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("socketlab key: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Fills `bytes` from the operating system's secure random source
+/// (`getrandom(2)` on Linux), for keys, challenges and unique file names.
+fn fill_random(bytes: &mut [u8]) -> io::Result<()> {
+    getrandom::fill(bytes).map_err(|e| match e.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::other(format!("secure random source: {e}")),
+    })
 }
