@@ -258,6 +258,11 @@ struct Core {
     pool: Pool,
     /// `--trace`: one line per readiness event and I/O outcome.
     trace: bool,
+    /// The connection whose `pump` is asking its session for more output:
+    /// what that session writes is counted by that pump (`pump_credit`)
+    /// rather than pumped again from inside it.
+    pumping: Option<usize>,
+    pump_credit: usize,
     /// When shared service state next wants a turn (`Shared::poll`).
     shared_wake: Option<Instant>,
     /// Set when SIGINT/SIGTERM arrived: when closing began.
@@ -355,6 +360,8 @@ impl Reactor {
                 reserve: Reserve::new(),
                 pool: Pool::new(waker, POOL_THREADS),
                 trace,
+                pumping: None,
+                pump_credit: 0,
                 shared_wake: None,
                 shutdown: None,
             },
@@ -848,9 +855,17 @@ impl Reactor {
     /// the backpressure state in step, asks the session for more when it
     /// has room, and moves a closing connection along once it is flushed.
     fn pump(&mut self, key: usize) {
-        let mut budget = WRITE_BUDGET;
-        // Bounded: each round either writes something within the budget or
-        // stops. A session that keeps refilling is stopped by the budget.
+        self.pump_after(key, 0);
+    }
+
+    /// [`Reactor::pump`] after `credit` bytes were already written this
+    /// turn (by [`Reactor::settle`]'s direct write): they count against the
+    /// budget and as progress for the "room for more" check.
+    fn pump_after(&mut self, key: usize, credit: usize) {
+        let mut budget = WRITE_BUDGET.saturating_sub(credit);
+        let mut wrote = credit;
+        // Bounded: each round either writes within the budget or stops; a
+        // session that keeps refilling is stopped by the budget.
         for _ in 0..64 {
             let core = &mut self.core;
             let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
@@ -859,42 +874,34 @@ impl Reactor {
             if conn.phase == Phase::Dead {
                 return;
             }
-            let mut wrote = 0;
             if let Some(out) = conn.outbox.as_mut()
                 && !conn.write_blocked
                 && budget > 0
             {
-                {
-                    match out.flush_to(&mut conn.stream, budget) {
-                        Ok(f) => {
-                            wrote = f.bytes;
-                            conn.write_blocked = f.blocked;
-                            if core.trace {
-                                eprintln!(
-                                    "trace #{key} {} wrote {} bytes{}",
-                                    conn.service,
-                                    f.bytes,
-                                    if f.blocked { ", WouldBlock" } else { "" }
-                                );
-                            }
+                match out.flush_to(&mut conn.stream, budget) {
+                    Ok(f) => {
+                        conn.write_blocked = f.blocked;
+                        if f.bytes > 0 {
+                            wrote += f.bytes;
+                            budget = budget.saturating_sub(f.bytes);
+                            conn.last_active = core.now;
+                            core.metrics.service_mut(conn.service).bytes_sent += f.bytes as u64;
                         }
-                        Err(e) => {
-                            if core.trace {
-                                eprintln!("trace #{key} {} write error: {e}", conn.service);
-                            }
-                            self.fail(key, &e);
-                            return;
+                        if core.trace {
+                            trace_write(key, conn.service, f);
                         }
                     }
-                    if out.is_empty() {
-                        conn.outbox = None;
+                    Err(e) => {
+                        if core.trace {
+                            eprintln!("trace #{key} {} write error: {e}", conn.service);
+                        }
+                        self.fail(key, &e);
+                        return;
                     }
                 }
-            }
-            if wrote > 0 {
-                budget = budget.saturating_sub(wrote);
-                conn.last_active = core.now;
-                core.metrics.service_mut(conn.service).bytes_sent += wrote as u64;
+                if out.is_empty() {
+                    conn.outbox = None;
+                }
             }
             let pending = conn.pending_output();
             let limits = core.limits[conn.service as usize];
@@ -913,30 +920,35 @@ impl Reactor {
                     self.requeue(key);
                 }
             }
-            let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
+            let Some(Source::Conn(conn)) = self.sources.get(key) else {
                 return;
             };
-
             match conn.phase {
-                Phase::Open => {
-                    // Room for more? Let the session produce (chargen).
-                    if wrote > 0 && pending <= limits.low_water {
-                        if budget == 0 {
-                            self.requeue(key);
-                            return;
-                        }
-                        let before = pending;
-                        self.call(key, None, |s, cx| s.on_output_drained(cx));
-                        match self.sources.get(key) {
-                            Some(Source::Conn(c))
-                                if c.pending_output() > before && !c.write_blocked =>
-                            {
-                                continue;
-                            }
-                            _ => return,
-                        }
+                // Progress was made and there is room: let the session
+                // produce more (chargen refills here).
+                Phase::Open if wrote > 0 && pending <= limits.low_water => {
+                    if budget == 0 {
+                        // Its share of this turn is used; more next turn.
+                        self.requeue(key);
+                        return;
                     }
-                    return;
+                    // What the session writes now is flushed by `settle`,
+                    // which reports it here instead of pumping again: one
+                    // budget for the whole turn, and no recursion.
+                    let outer = self.core.pumping.replace(key);
+                    self.call(key, None, |s, cx| s.on_output_drained(cx));
+                    self.core.pumping = outer;
+                    let credit = std::mem::take(&mut self.core.pump_credit);
+                    wrote = credit;
+                    budget = budget.saturating_sub(credit);
+                    match self.sources.get(key) {
+                        Some(Source::Conn(c))
+                            if credit > 0 || (c.pending_output() > 0 && !c.write_blocked) =>
+                        {
+                            continue;
+                        }
+                        _ => return,
+                    }
                 }
                 Phase::Closing if pending == 0 => {
                     self.finish_writing(key);
@@ -1020,14 +1032,42 @@ impl Reactor {
             core.staged.discard();
             return;
         };
-        if !core.staged.is_empty() {
-            if conn.phase == Phase::Dead {
-                core.staged.discard();
-            } else {
-                conn.outbox
-                    .get_or_insert_with(Default::default)
-                    .append_outbox(&mut core.staged);
+        if close == Some(Closing::Abort) || conn.phase == Phase::Dead {
+            core.staged.discard();
+            conn.outbox = None;
+        }
+        let mut direct = 0;
+        if !core.staged.is_empty() && conn.outbox.is_none() && !conn.write_blocked {
+            // Nothing is queued before this output, so it goes straight to
+            // the socket from the staging buffer: in the common case (an
+            // echo) the connection never owns a buffer at all.
+            match core.staged.flush_to(&mut conn.stream, WRITE_BUDGET) {
+                Ok(f) => {
+                    direct = f.bytes;
+                    conn.write_blocked = f.blocked;
+                    if f.bytes > 0 {
+                        conn.last_active = core.now;
+                        core.metrics.service_mut(conn.service).bytes_sent += f.bytes as u64;
+                    }
+                    if core.trace {
+                        trace_write(key, conn.service, f);
+                    }
+                }
+                Err(e) => {
+                    core.staged.discard();
+                    if core.trace {
+                        eprintln!("trace #{key} {} write error: {e}", conn.service);
+                    }
+                    self.fail(key, &e);
+                    return;
+                }
             }
+        }
+        if !core.staged.is_empty() {
+            // The socket would not take it all: the rest is the connection's.
+            conn.outbox
+                .get_or_insert_with(Default::default)
+                .append_outbox(&mut core.staged);
         }
         let pending = conn.pending_output();
         let limits = core.limits[conn.service as usize];
@@ -1042,20 +1082,17 @@ impl Reactor {
                 );
             }
         }
-        match close {
-            Some(Closing::Graceful) => self.begin_close(key, CloseReason::Requested),
-            Some(Closing::Abort) => {
-                if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
-                    conn.outbox = None;
-                }
-                self.begin_close(key, CloseReason::Requested);
-            }
-            None => {}
+        if close.is_some() {
+            self.begin_close(key, CloseReason::Requested);
         }
         if full {
             self.call(key, None, |s, cx| s.on_output_full(cx));
         }
-        self.pump(key);
+        if self.core.pumping == Some(key) {
+            self.core.pump_credit += direct;
+        } else {
+            self.pump_after(key, direct);
+        }
     }
 
     /// Delivers output that sessions addressed to other connections.
@@ -1374,6 +1411,14 @@ impl Reactor {
             }
         }
     }
+}
+
+fn trace_write(key: usize, service: ServiceId, f: outbox::Flushed) {
+    eprintln!(
+        "trace #{key} {service} wrote {} bytes{}",
+        f.bytes,
+        if f.blocked { ", WouldBlock" } else { "" }
+    );
 }
 
 fn trace_event(key: usize, conn: &Connection, event: &mio::event::Event) {

@@ -162,7 +162,8 @@ impl Outbox {
             self.consume(n);
             written += n;
         }
-        self.clear_if_empty();
+        // Capacity is kept: the reactor's staging outbox reuses it for the
+        // next message. A connection's own outbox is dropped once empty.
         Ok(Flushed {
             bytes: written,
             blocked: false,
@@ -309,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_outbox_holds_no_capacity_after_a_flush() {
+    fn an_empty_outbox_holds_no_capacity_once_cleared() {
         let mut out = Outbox::new();
         out.write(&[7; 10_000]);
         let mut w = Tight {
@@ -317,6 +318,7 @@ mod tests {
             room: usize::MAX,
         };
         out.flush_to(&mut w, usize::MAX).unwrap();
+        out.clear_if_empty();
         assert_eq!(out.tail.capacity(), 0);
         assert_eq!(out.chunks.capacity(), 0);
     }
