@@ -390,6 +390,15 @@ impl Reactor {
             m.iterations += 1;
             m.last_turn_events = self.events.iter().count() as u64;
             m.events += m.last_turn_events;
+            if self.core.trace && (m.last_turn_events > 0 || !self.core.ready.is_empty()) {
+                eprintln!(
+                    "trace -- turn {}: {} event(s), {} ready, slept {:?}",
+                    m.iterations,
+                    m.last_turn_events,
+                    self.core.ready.len(),
+                    now - turn_end
+                );
+            }
 
             // 3. Work left from the last turn goes first.
             for _ in 0..self.core.ready.len() {
@@ -428,7 +437,6 @@ impl Reactor {
             let m = &mut self.core.metrics;
             m.last_turn = now.elapsed();
             m.max_turn = m.max_turn.max(m.last_turn);
-            let _ = turn_end;
 
             if let Some(began) = self.core.shutdown
                 && self.shutdown_finished(began)
