@@ -15,6 +15,13 @@ use mio::net::{TcpStream, UnixStream};
 use super::outbox::Outbox;
 use crate::services::{ServiceId, Session};
 
+/// The most input a session may leave unconsumed before the reactor stops
+/// reading from its connection. Sessions bound what they keep themselves
+/// (a line limit, a frame header limit, both far below this); this is the
+/// loop's own guarantee that no session, however written, can make a
+/// connection's memory grow without bound.
+pub const MAX_UNCONSUMED: usize = 1 << 20;
+
 /// A stream socket of either family. Services never see which.
 #[derive(Debug)]
 pub enum Stream {
@@ -185,7 +192,7 @@ impl Connection {
     pub fn wants_read(&self) -> bool {
         self.read_ready
             && match self.phase {
-                Phase::Open => !self.paused && !self.held,
+                Phase::Open => !self.paused && !self.held && self.input.len() < MAX_UNCONSUMED,
                 Phase::Closing | Phase::Lingering => true,
                 Phase::Dead => false,
             }
