@@ -347,7 +347,7 @@ impl Reactor {
                 staged: Outbox::new(),
                 reply_buf: Vec::new(),
                 shared,
-                metrics: Metrics::default(),
+                metrics: Metrics::new(Instant::now()),
                 limits,
                 max_connections,
                 open: 0,
@@ -421,6 +421,7 @@ impl Reactor {
             let m = &mut self.core.metrics;
             m.last_turn = now.elapsed();
             m.max_turn = m.max_turn.max(m.last_turn);
+            m.busy += m.last_turn;
             let _ = turn_end;
 
             if let Some(began) = self.core.shutdown
@@ -717,6 +718,7 @@ impl Reactor {
             held: false,
             queued: false,
             flush_listed: false,
+            drain_owed: false,
             fin_seen: false,
             told_close: false,
             owned_sources: 0,
@@ -920,11 +922,13 @@ impl Reactor {
             match conn.phase {
                 Phase::Open => {
                     // Room for more? Let the session produce (chargen).
-                    if wrote > 0 && pending <= limits.low_water {
+                    if (wrote > 0 || conn.drain_owed) && pending <= limits.low_water {
                         if budget == 0 {
+                            conn.drain_owed = true;
                             self.requeue(key);
                             return;
                         }
+                        conn.drain_owed = false;
                         let before = pending;
                         self.call(key, None, |s, cx| s.on_output_drained(cx));
                         match self.sources.get(key) {
