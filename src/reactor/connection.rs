@@ -157,6 +157,11 @@ pub struct Connection {
     pub queued: bool,
     /// The token is in the list of connections to flush this turn.
     pub flush_listed: bool,
+    /// The output fell below the low watermark when the turn's write
+    /// budget was spent, so `on_output_drained` was put off to the next
+    /// turn. Remembered because by then there may be nothing left to
+    /// write, and a turn that writes nothing would not notice the drain.
+    pub drain_owed: bool,
     /// An event reported the client's FIN (`EPOLLRDHUP`): a short read does
     /// not mean "drained" then, the EOF is still to be read.
     pub fin_seen: bool,

@@ -4,7 +4,7 @@
 //! because nothing else ever touches them. An increment costs what an add
 //! to a cached line costs, which is nothing measurable next to a syscall.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::services::ServiceId;
 
@@ -21,7 +21,7 @@ pub struct ServiceCounters {
 }
 
 /// Everything the loop counts.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
     services: [ServiceCounters; ServiceId::ALL.len()],
     /// Loop turns (one `poll()` each).
@@ -34,9 +34,29 @@ pub struct Metrics {
     pub last_turn: Duration,
     /// The longest turn seen: what a client may have waited behind others.
     pub max_turn: Duration,
+    /// The sum of every turn's work: the time the loop was not waiting in
+    /// `poll()`. Over an interval, its growth divided by the interval is
+    /// how busy the one thread is.
+    pub busy: Duration,
+    /// When the loop was built, which is when the daemon started serving.
+    pub started: Instant,
 }
 
 impl Metrics {
+    /// All counters at zero, counting from `started`.
+    pub fn new(started: Instant) -> Metrics {
+        Metrics {
+            services: Default::default(),
+            iterations: 0,
+            events: 0,
+            last_turn_events: 0,
+            last_turn: Duration::ZERO,
+            max_turn: Duration::ZERO,
+            busy: Duration::ZERO,
+            started,
+        }
+    }
+
     pub fn service(&self, id: ServiceId) -> &ServiceCounters {
         &self.services[id as usize]
     }

@@ -352,7 +352,7 @@ impl Reactor {
                 staged: Outbox::new(),
                 reply_buf: Vec::new(),
                 shared,
-                metrics: Metrics::default(),
+                metrics: Metrics::new(Instant::now()),
                 limits,
                 max_connections,
                 open: 0,
@@ -437,6 +437,7 @@ impl Reactor {
             let m = &mut self.core.metrics;
             m.last_turn = now.elapsed();
             m.max_turn = m.max_turn.max(m.last_turn);
+            m.busy += m.last_turn;
 
             if let Some(began) = self.core.shutdown
                 && self.shutdown_finished(began)
@@ -732,6 +733,7 @@ impl Reactor {
             held: false,
             queued: false,
             flush_listed: false,
+            drain_owed: false,
             fin_seen: false,
             told_close: false,
             owned_sources: 0,
@@ -932,13 +934,21 @@ impl Reactor {
                 return;
             };
             match conn.phase {
-                // Progress was made and there is room: let the session
-                // produce more (chargen refills here).
-                Phase::Open if wrote > 0 && pending <= limits.low_water => {
+                // Progress was made (now, or in a turn whose budget ran
+                // out just as the output emptied) and there is room: let
+                // the session produce more (chargen refills here).
+                Phase::Open if (wrote > 0 || conn.drain_owed) && pending <= limits.low_water => {
                     if budget == 0 {
-                        // Its share of this turn is used; more next turn.
+                        // Its share of this turn is used; the call is owed
+                        // to the next turn, which may have nothing to write.
+                        if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
+                            conn.drain_owed = true;
+                        }
                         self.requeue(key);
                         return;
+                    }
+                    if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
+                        conn.drain_owed = false;
                     }
                     // What the session writes now is flushed by `settle`,
                     // which reports it here instead of pumping again: one

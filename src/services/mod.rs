@@ -205,10 +205,9 @@ pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session>
         ServiceId::Discard => Box::new(discard::Session),
         ServiceId::Chargen => Box::new(chargen::Session::default()),
         ServiceId::Daytime => Box::new(daytime::Session),
+        ServiceId::Admin => Box::new(admin::Session::default()),
         // Services not built yet are never bound (see `is_implemented`).
-        ServiceId::Admin | ServiceId::Files | ServiceId::Chat | ServiceId::Exec => {
-            Box::new(discard::Session)
-        }
+        ServiceId::Files | ServiceId::Chat | ServiceId::Exec => Box::new(discard::Session),
     }
 }
 
@@ -217,7 +216,11 @@ pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session>
 pub fn is_implemented(service: ServiceId) -> bool {
     matches!(
         service,
-        ServiceId::Echo | ServiceId::Discard | ServiceId::Chargen | ServiceId::Daytime
+        ServiceId::Admin
+            | ServiceId::Echo
+            | ServiceId::Discard
+            | ServiceId::Chargen
+            | ServiceId::Daytime
     )
 }
 
@@ -252,6 +255,7 @@ pub fn answer_datagram(
     }
 }
 
+pub mod admin;
 pub mod chargen;
 pub mod clock;
 pub mod daytime;
