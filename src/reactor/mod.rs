@@ -234,6 +234,11 @@ struct Core {
     /// Output addressed to other connections, delivered after the callback
     /// that sent it returns: `(token, serial, bytes)`.
     mail: Vec<(usize, u64, Bytes)>,
+    /// Set while `deliver_mail` runs. Mail sent by a session it calls (a
+    /// member cut off mid-batch tells its room) then waits for that loop's
+    /// next round instead of overtaking the rest of the batch, so every
+    /// recipient sees the letters in the same order.
+    delivering: bool,
     /// Slab keys to free after this turn's events.
     dead: Vec<usize>,
     /// The shared read buffer: every connection reads into it, so an idle
@@ -347,6 +352,7 @@ impl Reactor {
                 ready: VecDeque::new(),
                 to_flush: Vec::new(),
                 mail: Vec::new(),
+                delivering: false,
                 dead: Vec::new(),
                 read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM + 1)],
                 staged: Outbox::new(),
@@ -1117,12 +1123,17 @@ impl Reactor {
     /// Delivery may cause more (a member cut off for being too slow makes
     /// its room hear about it), so it loops until the mailbox is empty.
     fn deliver_mail(&mut self) {
+        if self.core.delivering {
+            return; // Called from within a delivery: its next round does it.
+        }
+        self.core.delivering = true;
         // Bounded: every round delivers at least one letter; a session that
         // answers every letter with another would be a bug, so the rounds
         // are capped generously.
         for _ in 0..1_000 {
             let batch = std::mem::take(&mut self.core.mail);
             if batch.is_empty() {
+                self.core.delivering = false;
                 return;
             }
             for (key, serial, bytes) in batch {
@@ -1155,6 +1166,7 @@ impl Reactor {
         }
         log::error!("mail kept producing mail for 1000 rounds; dropping the rest");
         self.core.mail.clear();
+        self.core.delivering = false;
     }
 
     // ----- Closing ------------------------------------------------------

@@ -174,11 +174,14 @@ pub trait Session {
 /// reached through [`Cx::shared`]. Each service keeps its part in a field.
 pub struct Shared {
     pub config: Config,
+    /// Chat members, nicks and rooms.
+    pub chat: chat::Rooms,
 }
 
 impl Shared {
     pub fn new(config: Config) -> io::Result<Shared> {
-        Ok(Shared { config })
+        let chat = chat::Rooms::new(&config.chat);
+        Ok(Shared { config, chat })
     }
 
     /// Called once per loop turn with the turn's time, for state that
@@ -206,8 +209,9 @@ pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session>
         ServiceId::Chargen => Box::new(chargen::Session::default()),
         ServiceId::Daytime => Box::new(daytime::Session),
         ServiceId::Admin => Box::new(admin::Session::default()),
+        ServiceId::Chat => Box::new(chat::Session::new(shared.config.chat.max_line)),
         // Services not built yet are never bound (see `is_implemented`).
-        ServiceId::Files | ServiceId::Chat | ServiceId::Exec => Box::new(discard::Session),
+        ServiceId::Files | ServiceId::Exec => Box::new(discard::Session),
     }
 }
 
@@ -221,6 +225,7 @@ pub fn is_implemented(service: ServiceId) -> bool {
             | ServiceId::Discard
             | ServiceId::Chargen
             | ServiceId::Daytime
+            | ServiceId::Chat
     )
 }
 
@@ -257,6 +262,7 @@ pub fn answer_datagram(
 
 pub mod admin;
 pub mod chargen;
+pub mod chat;
 pub mod clock;
 pub mod daytime;
 pub mod discard;
