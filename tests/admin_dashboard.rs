@@ -3,7 +3,7 @@
 //! checked against what `/stats` says.
 //!
 //! Run: `cargo test --test admin_dashboard`. It needs Debian's chromium
-//! (`.ci/install-chromium` installs it; `SOCKETLAB_CHROMIUM` names another
+//! (`.ci/install-tools` installs it; `SOCKETLAB_CHROMIUM` names another
 //! binary). Without it the test fails, unless `SOCKETLAB_SKIP_BROWSER=1`,
 //! when it says it skipped.
 //!
@@ -143,7 +143,7 @@ fn chromium() -> Option<PathBuf> {
         return None;
     }
     panic!(
-        "the dashboard test needs Chromium at {}: install it with .ci/install-chromium \
+        "the dashboard test needs Chromium at {}: install it with .ci/install-tools \
          (Debian's chromium package), name another binary in SOCKETLAB_CHROMIUM, \
          or set SOCKETLAB_SKIP_BROWSER=1 to skip this test",
         path.display()
