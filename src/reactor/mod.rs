@@ -1192,7 +1192,9 @@ impl Reactor {
         self.pump(key);
     }
 
-    /// Calls `on_close` unless it was called already.
+    /// Calls `on_close` unless it was called already. What the session
+    /// writes in it is settled like any callback's output: flushed, then
+    /// the FIN.
     fn tell_close(&mut self, key: usize, reason: CloseReason) {
         let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
             return;
@@ -1201,32 +1203,7 @@ impl Reactor {
             return;
         }
         conn.told_close = true;
-        let Some(mut session) = conn.session.take() else {
-            return;
-        };
-        let (service, serial) = (conn.service, conn.serial);
-        let mut cx = Cx {
-            core: &mut self.core,
-            sources: &mut self.sources,
-            key,
-            service,
-            serial,
-            close: None,
-        };
-        session.on_close(reason, &mut cx);
-        if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
-            conn.session = Some(session);
-            if let Some(out) = conn.outbox.as_mut() {
-                out.append_outbox(&mut self.core.staged);
-            } else if !self.core.staged.is_empty() {
-                let mut out = Box::new(Outbox::new());
-                out.append_outbox(&mut self.core.staged);
-                conn.outbox = Some(out);
-            }
-        }
-        if !self.core.mail.is_empty() {
-            self.deliver_mail();
-        }
+        self.call(key, None, |s, cx| s.on_close(reason, cx));
     }
 
     /// A read or write failed: the connection is beyond saving.

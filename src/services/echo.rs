@@ -71,12 +71,7 @@ impl Session {
                 None => break,
             };
             if self.line == Line::AtLineStart {
-                let stamp = clock::ctime(cx.wall_time());
-                cx.write_with(|out| {
-                    out.extend_from_slice(b"[");
-                    out.extend_from_slice(stamp.as_bytes());
-                    out.extend_from_slice(b"] ");
-                });
+                write_stamp(cx);
             }
             cx.write(line);
             self.line = if complete {
@@ -110,12 +105,7 @@ impl super::Session for Session {
     fn on_peer_closed(&mut self, input: &[u8], cx: &mut Cx<'_>) {
         if !input.is_empty() {
             if self.line == Line::AtLineStart {
-                let stamp = clock::ctime(cx.wall_time());
-                cx.write_with(|out| {
-                    out.extend_from_slice(b"[");
-                    out.extend_from_slice(stamp.as_bytes());
-                    out.extend_from_slice(b"] ");
-                });
+                write_stamp(cx);
             }
             cx.write(input);
         }
@@ -146,6 +136,16 @@ pub fn answer_datagram(
         }
     }
     true
+}
+
+/// Writes the `[<ctime>] ` prefix of a stamped line.
+fn write_stamp(cx: &mut Cx<'_>) {
+    let stamp = clock::ctime(cx.wall_time());
+    cx.write_with(|out| {
+        out.extend_from_slice(b"[");
+        out.extend_from_slice(stamp.as_bytes());
+        out.extend_from_slice(b"] ");
+    });
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
