@@ -153,6 +153,10 @@ pub struct Connection {
     /// An event reported the client's FIN (`EPOLLRDHUP`): a short read does
     /// not mean "drained" then, the EOF is still to be read.
     pub fin_seen: bool,
+    /// The output drained below the low watermark in a turn whose write
+    /// budget was used up: `on_output_drained` is owed, and given on the
+    /// connection's next turn (from the ready queue).
+    pub drain_owed: bool,
     /// `on_close` was called; it is called exactly once.
     pub told_close: bool,
     /// Sources this connection registered and has not deregistered.

@@ -718,6 +718,7 @@ impl Reactor {
             queued: false,
             flush_listed: false,
             fin_seen: false,
+            drain_owed: false,
             told_close: false,
             owned_sources: 0,
             input: Vec::new(),
@@ -917,11 +918,20 @@ impl Reactor {
                 return;
             };
 
+            // The budget ran out with output left that the socket would
+            // still take: no writable edge will announce that, so come
+            // back next turn.
+            let stalled = budget == 0 && pending > 0 && !conn.write_blocked;
+
             match conn.phase {
                 Phase::Open => {
-                    // Room for more? Let the session produce (chargen).
-                    if wrote > 0 && pending <= limits.low_water {
+                    // Room for more? Let the session produce (chargen). A
+                    // notice owed by a turn whose budget ran out is given
+                    // now, even if this turn had nothing left to write.
+                    let owed = std::mem::take(&mut conn.drain_owed);
+                    if (wrote > 0 || owed) && pending <= limits.low_water {
                         if budget == 0 {
+                            conn.drain_owed = true;
                             self.requeue(key);
                             return;
                         }
@@ -936,13 +946,21 @@ impl Reactor {
                             _ => return,
                         }
                     }
+                    if stalled {
+                        self.requeue(key);
+                    }
                     return;
                 }
                 Phase::Closing if pending == 0 => {
                     self.finish_writing(key);
                     return;
                 }
-                _ => return,
+                _ => {
+                    if stalled {
+                        self.requeue(key);
+                    }
+                    return;
+                }
             }
         }
         self.requeue(key);

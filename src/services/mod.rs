@@ -34,6 +34,7 @@
 use std::fmt;
 use std::io;
 
+use crate::auth::Throttle;
 use crate::config::Config;
 pub use crate::reactor::{CloseReason, Cx, SourceEvent};
 
@@ -174,11 +175,22 @@ pub trait Session {
 /// reached through [`Cx::shared`]. Each service keeps its part in a field.
 pub struct Shared {
     pub config: Config,
+    /// Failed handshakes per client address; exec and files count into the
+    /// same table, so a client cannot try twice as often by using both.
+    pub throttle: Throttle,
+    /// The exec service's key, running-program count and reaper.
+    pub exec: exec::ExecShared,
 }
 
 impl Shared {
+    /// Builds the shared state; with exec enabled this loads (or creates)
+    /// the key file and the exec working directory, and fails if it cannot.
     pub fn new(config: Config) -> io::Result<Shared> {
-        Ok(Shared { config })
+        Ok(Shared {
+            throttle: Throttle::from_config(&config.auth),
+            exec: exec::ExecShared::new(&config)?,
+            config,
+        })
     }
 
     /// Called once per loop turn with the turn's time, for state that
@@ -186,29 +198,26 @@ impl Shared {
     /// reaped after their connection left, say). Returns when it next
     /// needs a turn, so the reactor can bound its sleep.
     pub fn poll(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
-        let _ = now;
-        None
+        self.exec.poll(now)
     }
 
     /// True while shared state still has work that must finish before the
     /// daemon may exit (children not yet reaped).
     pub fn is_busy(&self) -> bool {
-        false
+        self.exec.dying() > 0
     }
 }
 
 /// Creates the session for a connection just accepted on `service`.
 pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session> {
-    let _ = shared;
     match service {
         ServiceId::Echo => Box::new(echo::Session::new(shared.config.echo.mode)),
         ServiceId::Discard => Box::new(discard::Session),
         ServiceId::Chargen => Box::new(chargen::Session::default()),
         ServiceId::Daytime => Box::new(daytime::Session),
+        ServiceId::Exec => Box::new(exec::Session::new(shared.config.frames.max_header)),
         // Services not built yet are never bound (see `is_implemented`).
-        ServiceId::Admin | ServiceId::Files | ServiceId::Chat | ServiceId::Exec => {
-            Box::new(discard::Session)
-        }
+        ServiceId::Admin | ServiceId::Files | ServiceId::Chat => Box::new(discard::Session),
     }
 }
 
@@ -217,7 +226,11 @@ pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session>
 pub fn is_implemented(service: ServiceId) -> bool {
     matches!(
         service,
-        ServiceId::Echo | ServiceId::Discard | ServiceId::Chargen | ServiceId::Daytime
+        ServiceId::Echo
+            | ServiceId::Discard
+            | ServiceId::Chargen
+            | ServiceId::Daytime
+            | ServiceId::Exec
     )
 }
 
@@ -257,3 +270,4 @@ pub mod clock;
 pub mod daytime;
 pub mod discard;
 pub mod echo;
+pub mod exec;
