@@ -88,6 +88,47 @@ fn programs_get_exactly_three_variables_and_the_workdir() {
 }
 
 #[test]
+fn programs_inherit_no_descriptor_of_the_daemon() {
+    let d = Daemon::start(&[]);
+    let mut s = login(&d);
+    // `ls` opens the directory itself, as descriptor 3.
+    let out = run_to_end(&mut s, argv(&["ls", "/proc/self/fd"]));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "0\n1\n2\n3\n");
+}
+
+#[test]
+fn programs_start_with_default_signal_handling() {
+    // A daemon started like `nohup socketlab serve` ignores HUP and QUIT;
+    // its programs must not inherit that (an ignored INT would make a
+    // client's Ctrl-C useless).
+    let d = Daemon::start_with(&[], |cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: plain signal(2) calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    let mut s = login(&d);
+    let out = run_to_end(
+        &mut s,
+        argv(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mask = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split('\t').nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{text}");
+    // Signals 1 to 31 (bits 0 to 30) are at their defaults.
+    assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{text}");
+}
+
+#[test]
 fn argv_reaches_the_program_unchanged() {
     let d = Daemon::start(&[]);
     let mut s = login(&d);

@@ -349,6 +349,15 @@ impl Program {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed; it makes nothing but
+        // plain system calls, allocating nothing and taking no lock.
+        unsafe {
+            command.pre_exec(|| {
+                start_clean();
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|e| {
             let refusal = if e.kind() == io::ErrorKind::NotFound {
                 Refusal::NotFound(launch.argv[0].clone())
@@ -734,6 +743,39 @@ impl Program {
         if self.child.is_some() || group_exists(self.pgid()) {
             signal_group(self.pgid(), signal);
         }
+    }
+}
+
+/// In the child, just before `exec`: what the daemon inherited must not
+/// reach the program.
+///
+/// - Signals the daemon ignores (it may have been started with `nohup`, or
+///   in the background of a script, which ignores INT and QUIT) would stay
+///   ignored across `exec`, and a client's INT would then do nothing. Each
+///   is set back to its default, as a login shell would find it. (glibc
+///   keeps two real-time signals for itself and refuses to touch them;
+///   they are left as they are.)
+/// - Descriptors the daemon was *given* without close-on-exec (its own are
+///   all opened close-on-exec) would be open in the program. They are
+///   marked close-on-exec in one call (`close_range`, Linux 5.11); on an
+///   older kernel they stay as they are.
+fn start_clean() {
+    for signal in 1..libc::SIGRTMIN() {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: async-signal-safe; an error (a signal glibc reserves)
+            // leaves that signal alone.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+    }
+    // SAFETY: async-signal-safe; it only sets flags on descriptors.
+    unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        );
     }
 }
 
