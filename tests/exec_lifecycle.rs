@@ -111,7 +111,7 @@ fn the_running_limit_covers_the_whole_daemon() {
 fn max_running_is_configurable() {
     let d = Daemon::start(&["--set", "exec.max_running=1"]);
     let mut a = login(&d);
-    start(&mut a, argv(&["sleep", "30"]));
+    let pid = start(&mut a, argv(&["sleep", "30"]));
     let mut b = login(&d);
     send(&mut b, &argv(&["true"]));
     let e = expect_error(&mut b);
@@ -122,6 +122,9 @@ fn max_running_is_configurable() {
             .unwrap()
             .contains("too many running commands")
     );
+    // Leave nothing behind when the test's daemon is killed.
+    drop(a);
+    assert!(wait_until(|| is_gone(pid)));
 }
 
 #[test]

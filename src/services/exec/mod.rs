@@ -45,7 +45,7 @@
 //!                                                          handed to the reaper)
 //! ```
 //!
-//! Every transition is in [`Session::on_header`] and the callbacks next to
+//! Every transition is in `Session::on_header` and the callbacks next to
 //! it; the program's own life (pipes, exit, timeout) is in [`program`].
 //!
 //! # Input: a copy, and when to stop taking it
@@ -138,7 +138,7 @@ enum State {
     /// A program runs; its `exit` frame has not been sent.
     Running(Box<Program>),
     /// An error frame was sent, or the connection is ending: nothing more
-    /// is read or run.
+    /// is read or run. (Also the state before `on_open`.)
     Closed,
 }
 
@@ -190,6 +190,11 @@ impl Session {
             }
         }
         self.update_hold(cx);
+        if self.input.is_empty() && !matches!(self.state, State::Running(_)) {
+            // Between programs a connection holds no buffer (a stream keeps
+            // its buffer, to avoid an allocation per read).
+            self.input = BytesMut::new();
+        }
     }
 
     /// Holds the client's input while the stdin queue is full, releases it
@@ -353,7 +358,7 @@ impl Session {
             };
             let pid = program.pid();
             let (exit, leftover) = program.finish(cx);
-            log::info!(
+            log::debug!(
                 "exec: pid {pid} ended: code {:?}, signal {:?}{}",
                 exit.code,
                 exit.signal,
