@@ -939,6 +939,10 @@ impl Reactor {
             let Some(Source::Conn(conn)) = self.sources.get(key) else {
                 return;
             };
+            // The budget ran out with output left that the socket would
+            // still take: no writable edge will announce that, so the
+            // connection must come back next turn by itself.
+            let stalled = budget == 0 && pending > 0 && !conn.write_blocked;
             match conn.phase {
                 // Progress was made (now, or in a turn whose budget ran
                 // out just as the output emptied) and there is room: let
@@ -978,7 +982,12 @@ impl Reactor {
                     self.finish_writing(key);
                     return;
                 }
-                _ => return,
+                _ => {
+                    if stalled {
+                        self.requeue(key);
+                    }
+                    return;
+                }
             }
         }
         self.requeue(key);

@@ -34,6 +34,7 @@
 use std::fmt;
 use std::io;
 
+use crate::auth::Throttle;
 use crate::config::Config;
 pub use crate::reactor::{CloseReason, Cx, SourceEvent};
 
@@ -176,12 +177,23 @@ pub struct Shared {
     pub config: Config,
     /// Chat members, nicks and rooms.
     pub chat: chat::Rooms,
+    /// Failed handshakes per client address; exec and files count into the
+    /// same table, so a client cannot try twice as often by using both.
+    pub throttle: Throttle,
+    /// The exec service's key, running-program count and reaper.
+    pub exec: exec::ExecShared,
 }
 
 impl Shared {
+    /// Builds the shared state; with exec enabled this loads (or creates)
+    /// the key file and the exec working directory, and fails if it cannot.
     pub fn new(config: Config) -> io::Result<Shared> {
-        let chat = chat::Rooms::new(&config.chat);
-        Ok(Shared { config, chat })
+        Ok(Shared {
+            chat: chat::Rooms::new(&config.chat),
+            throttle: Throttle::from_config(&config.auth),
+            exec: exec::ExecShared::new(&config)?,
+            config,
+        })
     }
 
     /// Called once per loop turn with the turn's time, for state that
@@ -189,20 +201,18 @@ impl Shared {
     /// reaped after their connection left, say). Returns when it next
     /// needs a turn, so the reactor can bound its sleep.
     pub fn poll(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
-        let _ = now;
-        None
+        self.exec.poll(now)
     }
 
     /// True while shared state still has work that must finish before the
     /// daemon may exit (children not yet reaped).
     pub fn is_busy(&self) -> bool {
-        false
+        self.exec.dying() > 0
     }
 }
 
 /// Creates the session for a connection just accepted on `service`.
 pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session> {
-    let _ = shared;
     match service {
         ServiceId::Echo => Box::new(echo::Session::new(shared.config.echo.mode)),
         ServiceId::Discard => Box::new(discard::Session),
@@ -210,8 +220,9 @@ pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session>
         ServiceId::Daytime => Box::new(daytime::Session),
         ServiceId::Admin => Box::new(admin::Session::default()),
         ServiceId::Chat => Box::new(chat::Session::new(shared.config.chat.max_line)),
+        ServiceId::Exec => Box::new(exec::Session::new(shared.config.frames.max_header)),
         // Services not built yet are never bound (see `is_implemented`).
-        ServiceId::Files | ServiceId::Exec => Box::new(discard::Session),
+        ServiceId::Files => Box::new(discard::Session),
     }
 }
 
@@ -226,6 +237,7 @@ pub fn is_implemented(service: ServiceId) -> bool {
             | ServiceId::Chargen
             | ServiceId::Daytime
             | ServiceId::Chat
+            | ServiceId::Exec
     )
 }
 
@@ -267,3 +279,4 @@ pub mod clock;
 pub mod daytime;
 pub mod discard;
 pub mod echo;
+pub mod exec;

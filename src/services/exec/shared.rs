@@ -1,0 +1,249 @@
+//! What the exec service keeps across connections: the shared key, the
+//! count of running programs, the working directory and the reaper.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::reaper::{Dying, Reaper};
+use crate::auth::{self, Key};
+use crate::config::Config;
+
+/// The exec service's part of `Shared`.
+#[derive(Debug)]
+pub struct ExecShared {
+    /// The key clients must prove they hold, re-read when the file changes.
+    key: KeyCache,
+    /// Programs started and not yet reaped, over the whole daemon: those
+    /// that sessions run plus those the reaper is finishing. Compared with
+    /// `exec.max_running` before each start.
+    running: usize,
+    reaper: Reaper,
+    /// `<data-dir>/<exec.workdir>`, absolute: programs run here, and it is
+    /// their `HOME`.
+    workdir: PathBuf,
+}
+
+impl ExecShared {
+    /// Loads (or creates, mode 0600) the key file and creates the working
+    /// directory. With the exec service disabled, neither is touched.
+    pub fn new(config: &Config) -> io::Result<ExecShared> {
+        let workdir = config.data_dir.join(&config.exec.workdir);
+        if !config.exec.service.enabled {
+            return Ok(ExecShared {
+                key: KeyCache::empty(auth::key::default_path(&config.data_dir)),
+                running: 0,
+                reaper: Reaper::default(),
+                workdir,
+            });
+        }
+        let key = KeyCache::load(auth::key::default_path(&config.data_dir))?;
+        std::fs::create_dir_all(&workdir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create exec workdir {}: {e}", workdir.display()),
+            )
+        })?;
+        // Programs get it as HOME, which should be absolute.
+        let workdir = workdir.canonicalize()?;
+        Ok(ExecShared {
+            key,
+            running: 0,
+            reaper: Reaper::default(),
+            workdir,
+        })
+    }
+
+    /// The key as of now: the file is checked (one `stat`) and re-read if
+    /// it was replaced, so `socketlab key rotate` takes effect for the next
+    /// connection without a restart.
+    pub fn current_key(&mut self) -> Option<Key> {
+        self.key.refresh();
+        self.key.key.clone()
+    }
+
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// A session started a program.
+    pub fn program_started(&mut self) {
+        self.running += 1;
+    }
+
+    /// A session's program ended and was reaped by the session itself.
+    pub fn program_reaped(&mut self) {
+        self.running = self.running.saturating_sub(1);
+    }
+
+    /// A session hands over a program still dying; it keeps counting as
+    /// running until the reaper is done with it.
+    pub fn adopt(&mut self, dying: Dying) {
+        self.reaper.adopt(dying);
+    }
+
+    /// Moves the reaper along; returns when it next needs a turn.
+    pub fn poll(&mut self, now: Instant) -> Option<Instant> {
+        if self.reaper.is_empty() {
+            return None;
+        }
+        let (done, next) = self.reaper.poll(now);
+        self.running = self.running.saturating_sub(done);
+        next
+    }
+
+    /// Programs handed to the reaper and not reaped yet.
+    pub fn dying(&self) -> usize {
+        self.reaper.len()
+    }
+}
+
+/// The key file's contents and the identity of the file they came from.
+#[derive(Debug)]
+struct KeyCache {
+    path: PathBuf,
+    /// `None` only when the exec service is disabled.
+    key: Option<Key>,
+    /// Device, inode, size and modification time of the file last looked
+    /// at. A rotation (`rename` of a new file over the old) changes the
+    /// inode; an edit in place changes the time.
+    seen: Option<FileId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
+impl KeyCache {
+    fn empty(path: PathBuf) -> KeyCache {
+        KeyCache {
+            path,
+            key: None,
+            seen: None,
+        }
+    }
+
+    /// Loads the key at start, creating the file if it does not exist; an
+    /// unreadable or malformed file stops the daemon from starting.
+    fn load(path: PathBuf) -> io::Result<KeyCache> {
+        let file = auth::load_or_create(&path)?;
+        if file.created {
+            log::info!("exec: created a new key in {}", path.display());
+        }
+        warn_if_loose(&path, file.mode);
+        let seen = FileId::of(&path);
+        Ok(KeyCache {
+            path,
+            key: Some(file.key),
+            seen,
+        })
+    }
+
+    /// Re-reads the key if the file changed. A file that vanished or does
+    /// not hold a key is logged once, and the last good key stays in use.
+    fn refresh(&mut self) {
+        if self.key.is_none() {
+            return;
+        }
+        let now = FileId::of(&self.path);
+        if now == self.seen {
+            return;
+        }
+        self.seen = now;
+        if now.is_none() {
+            log::warn!(
+                "exec: key file {} is gone; still using the key loaded before",
+                self.path.display()
+            );
+            return;
+        }
+        match auth::load(&self.path) {
+            Ok(file) => {
+                warn_if_loose(&self.path, file.mode);
+                if self.key.as_ref() != Some(&file.key) {
+                    log::info!(
+                        "exec: key file {} changed; using the new key",
+                        self.path.display()
+                    );
+                }
+                self.key = Some(file.key);
+            }
+            Err(e) => log::warn!("exec: {e}; still using the key loaded before"),
+        }
+    }
+}
+
+fn warn_if_loose(path: &Path, mode: u32) {
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "exec: key file {} has mode {mode:o}: others can read the key and run programs; run `chmod 600` on it",
+            path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_created_private_and_picked_up_again_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let mut exec = ExecShared::new(&config).unwrap();
+        let path = dir.path().join("secret.key");
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(exec.workdir().is_absolute());
+        assert!(exec.workdir().ends_with("exec") && exec.workdir().is_dir());
+
+        let first = exec.current_key().unwrap();
+        assert_eq!(exec.current_key().unwrap(), first);
+        let rotated = auth::rotate(&path).unwrap();
+        assert_ne!(rotated, first);
+        assert_eq!(exec.current_key().unwrap(), rotated);
+
+        // A broken file keeps the last good key.
+        std::fs::write(&path, "not a key\n").unwrap();
+        assert_eq!(exec.current_key().unwrap(), rotated);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(exec.current_key().unwrap(), rotated);
+    }
+
+    #[test]
+    fn a_disabled_service_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.exec.service.enabled = false;
+        let mut exec = ExecShared::new(&config).unwrap();
+        assert!(exec.current_key().is_none());
+        assert!(!dir.path().join("secret.key").exists());
+    }
+}
