@@ -76,7 +76,7 @@ const PROMPT: &str = "> ";
 /// Arguments of `socketlab chat`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where the chat service listens: HOST:PORT, [IPV6]:PORT or unix:PATH.
+    /// Where the chat service listens: HOST:PORT (an IPv6 host in brackets) or unix:PATH.
     #[arg(value_name = "ADDR", default_value_t = Endpoint::loopback(DEFAULT_PORT))]
     pub addr: Endpoint,
     /// The nick to take after connecting (1-32 of A-Z a-z 0-9 _ -).

@@ -11,7 +11,7 @@
 //! A tutorial client does one `read` and prints it, which works until the
 //! reply comes in two segments. This one reads until EOF, bounded twice:
 //! by the timeout (a daemon that never closes cannot hang it) and by
-//! [`MAX_REPLY`] bytes (one that never stops sending cannot fill memory).
+//! `MAX_REPLY` bytes (one that never stops sending cannot fill memory).
 //!
 //! # UDP: one datagram each way
 //!
@@ -36,7 +36,7 @@ const MAX_REPLY: usize = 64 * 1024;
 /// Arguments of `socketlab daytime`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where the daytime service listens: HOST:PORT, [IPV6]:PORT or unix:PATH (TCP only).
+    /// Where the daytime service listens: HOST:PORT (an IPv6 host in brackets) or unix:PATH (TCP only).
     #[arg(value_name = "ADDR", default_value_t = Endpoint::loopback(DEFAULT_PORT))]
     pub addr: Endpoint,
     /// Ask the UDP daytime service instead of TCP.

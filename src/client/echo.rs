@@ -58,7 +58,7 @@ const MAX_DATAGRAM: usize = 65_507;
 /// Arguments of `socketlab echo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where the echo service listens: HOST:PORT, [IPV6]:PORT or unix:PATH.
+    /// Where the echo service listens: HOST:PORT (an IPv6 host in brackets) or unix:PATH.
     #[arg(value_name = "ADDR", default_value_t = Endpoint::loopback(DEFAULT_PORT))]
     pub addr: Endpoint,
     /// Use the UDP echo service instead of TCP.

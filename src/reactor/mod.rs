@@ -21,7 +21,7 @@
 //!
 //! Every registered socket carries a [`mio::Token`], a number the kernel
 //! hands back with each event. Here that number is the socket's key in one
-//! [`slab::Slab`] of [`Source`]s: listeners, connections, UDP sockets,
+//! [`slab::Slab`] of `Source`s: listeners, connections, UDP sockets,
 //! sources owned by a connection (a child's pipes), the signal pipe and the
 //! waker. A lookup is an array index. A key freed by a closed connection is
 //! reused by a later one, so entries are removed only after the whole event

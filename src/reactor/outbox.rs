@@ -80,10 +80,8 @@ impl Outbox {
         self.chunks.push_back(chunk);
     }
 
-    /// Gives direct access to the private tail, for encoders that serialise
-    /// straight into the output (frames, formatted lines). The caller must
-    /// report what it appended with [`Outbox::note_appended`]; [`Outbox::append_with`]
-    /// does both.
+    /// Lets an encoder serialise straight into the private tail (frames,
+    /// formatted lines), counting what it appended.
     pub fn append_with<R>(&mut self, f: impl FnOnce(&mut BytesMut) -> R) -> R {
         let before = self.tail.len();
         let r = f(&mut self.tail);
