@@ -1,0 +1,221 @@
+//! What running a program through the exec service costs, next to doing the
+//! same thing locally.
+//!
+//! Run (release, as the figures in BENCHMARKS.md were):
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example exec_bench -- [RUNS] [MIB]
+//! ```
+//!
+//! It starts its own daemon (`target/release/socketlab serve --port-base 0`,
+//! found next to this example's binary) with a fresh data dir, then measures:
+//!
+//! 1. programs per second: `true` run RUNS times (default 500) one after the
+//!    other over one authenticated connection, against spawning `true` RUNS
+//!    times from a loop here;
+//! 2. streaming: `head -c MIB MiB /dev/zero` (default 1024) read as stdout
+//!    frames, against reading the same command's output through a local pipe.
+//!
+//! The ratios are the daemon's overhead: framing, the loop, the socket.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use serde_json::json;
+use socketlab::auth::{self, handshake};
+use socketlab::codec::frame::{self, FrameDecoder, Header, Item};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let runs: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(500);
+    let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
+
+    let dir = std::env::temp_dir().join(format!("socketlab-exec-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut daemon = start_daemon(&dir);
+    let addr = wait_for_addr(&dir.join("ready.json"));
+    let key = auth::load(&dir.join("data/secret.key")).expect("key").key;
+
+    let mut client = Client::connect(&addr, &key);
+
+    // 1. Programs per second.
+    let started = Instant::now();
+    for _ in 0..runs {
+        let (code, _) = client.run(&["true"]);
+        assert_eq!(code, Some(0));
+    }
+    let remote = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..runs {
+        let status = Command::new("true").status().expect("spawn true");
+        assert!(status.success());
+    }
+    let local = started.elapsed();
+    let per_s = |d: Duration| f64::from(runs) / d.as_secs_f64();
+    println!("programs run one after another ({runs} x `true`):");
+    println!("  through the daemon  {:>10.0} /s", per_s(remote));
+    println!("  spawned locally     {:>10.0} /s", per_s(local));
+    println!(
+        "  ratio               {:>10.2}",
+        per_s(remote) / per_s(local)
+    );
+
+    // 2. Streaming throughput.
+    let count = format!("{mib}M");
+    let started = Instant::now();
+    let (code, bytes) = client.run(&["head", "-c", &count, "/dev/zero"]);
+    let remote = started.elapsed();
+    assert_eq!(code, Some(0));
+    assert_eq!(bytes, mib << 20);
+    let started = Instant::now();
+    let mut child = Command::new("head")
+        .args(["-c", &count, "/dev/zero"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn head");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut local_bytes = 0u64;
+    loop {
+        let n = out.read(&mut buf).expect("read pipe");
+        if n == 0 {
+            break;
+        }
+        local_bytes += n as u64;
+    }
+    child.wait().expect("wait head");
+    let local = started.elapsed();
+    assert_eq!(local_bytes, mib << 20);
+    let mibs = |d: Duration| mib as f64 / d.as_secs_f64();
+    println!("streaming {mib} MiB of stdout (`head -c {count} /dev/zero`):");
+    println!("  through the daemon  {:>10.0} MiB/s", mibs(remote));
+    println!("  local pipe          {:>10.0} MiB/s", mibs(local));
+    println!("  ratio               {:>10.2}", mibs(remote) / mibs(local));
+
+    drop(client);
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A blocking exec client: just enough of PROTOCOL.md §5 for the benchmark.
+struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buf: BytesMut,
+}
+
+impl Client {
+    fn connect(addr: &str, key: &auth::Key) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to exec");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut c = Client {
+            stream,
+            decoder: FrameDecoder::default(),
+            buf: BytesMut::with_capacity(256 * 1024),
+        };
+        let hello = c.header();
+        let challenge = handshake::parse_hello(&hello).expect("hello");
+        let mut out = BytesMut::new();
+        handshake::encode_auth(key, &challenge, &mut out);
+        c.stream.write_all(&out).expect("send auth");
+        assert_eq!(frame::frame_type(&c.header()), "ok", "authentication");
+        c
+    }
+
+    /// Runs `argv`; returns the exit code and the stdout bytes received.
+    fn run(&mut self, argv: &[&str]) -> (Option<i64>, u64) {
+        let mut out = BytesMut::new();
+        frame::encode(&json!({"type": "run", "argv": argv}), &mut out).expect("encode run");
+        self.stream.write_all(&out).expect("send run");
+        let started = self.header();
+        assert_eq!(frame::frame_type(&started), "started", "{started:?}");
+        let mut stdout = 0u64;
+        loop {
+            let h = self.header();
+            match frame::frame_type(&h) {
+                "stdout" | "stderr" => {
+                    let size = h["size"].as_u64().expect("size");
+                    self.decoder.expect_payload(size);
+                    if frame::frame_type(&h) == "stdout" {
+                        stdout += size;
+                    }
+                    self.skip_payload();
+                }
+                "exit" => return (h["code"].as_i64(), stdout),
+                other => panic!("unexpected frame {other}: {h:?}"),
+            }
+        }
+    }
+
+    fn next(&mut self) -> Item {
+        loop {
+            if let Some(item) = self.decoder.decode(&mut self.buf).expect("valid frames") {
+                return item;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "daemon closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn header(&mut self) -> Header {
+        match self.next() {
+            Item::Header(h) => h,
+            Item::Payload { .. } => panic!("payload where a header was expected"),
+        }
+    }
+
+    fn skip_payload(&mut self) {
+        loop {
+            match self.next() {
+                Item::Payload { last: true, .. } => return,
+                Item::Payload { .. } => {}
+                Item::Header(h) => panic!("header inside a payload: {h:?}"),
+            }
+        }
+    }
+}
+
+fn start_daemon(dir: &Path) -> std::process::Child {
+    let exe = std::env::current_exe().expect("current exe");
+    let socketlab: PathBuf = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("socketlab"))
+        .expect("target dir");
+    Command::new(&socketlab)
+        .args(["serve", "--port-base", "0", "--log-level", "warn"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--ready-file")
+        .arg(dir.join("ready.json"))
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (run cargo build --release first)",
+                socketlab.display()
+            )
+        })
+}
+
+fn wait_for_addr(ready: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("ready JSON");
+            return v["exec"]["tcp"].as_str().expect("exec address").to_string();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the daemon did not become ready");
+}
