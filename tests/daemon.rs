@@ -66,6 +66,34 @@ fn chargen_only_produces_as_fast_as_the_client_reads() {
     s.read_exact(&mut more).unwrap();
 }
 
+#[test]
+fn chargen_keeps_up_with_a_fast_reader_far_past_one_turns_budget() {
+    let d = Daemon::start(&[]);
+    let mut s = d.connect("chargen");
+    // Many write budgets' worth: a stream that stalled after one turn's
+    // refills would time out here.
+    let mut got = vec![0u8; 74 * 100_000];
+    s.read_exact(&mut got).unwrap();
+    for (k, line) in got.chunks(74).enumerate().step_by(997) {
+        assert_eq!(line, &chargen_line(k)[..], "line {k}");
+    }
+}
+
+#[test]
+fn chargen_goes_on_after_a_half_close_and_reads_the_fin_only_once() {
+    let d = Daemon::start(&["--trace"]);
+    let mut s = d.connect("chargen");
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = vec![0u8; 74 * 20_000];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..74], &chargen_line(0)[..]);
+    assert!(wait_until(|| d.stderr().contains("read EOF")));
+    // Many more writable events follow the FIN; none may read again.
+    let mut more = vec![0u8; 74 * 20_000];
+    s.read_exact(&mut more).unwrap();
+    assert_eq!(d.stderr().matches("read EOF").count(), 1);
+}
+
 // ----- daytime --------------------------------------------------------------
 
 /// Checks `YYYY-MM-DD HH:MM:SS`.

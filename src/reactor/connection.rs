@@ -94,7 +94,7 @@ impl Write for Stream {
 }
 
 /// Where a connection stands in its life. Every change goes through
-/// [`Connection::set_phase`], which the trace reports.
+/// [`Connection::set_phase`], which the trace reports (`open=>closing`).
 ///
 /// ```text
 ///   Open --close decided--> Closing --output flushed, FIN sent--> Lingering
@@ -187,6 +187,14 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Moves to a new phase, reporting the transition under `--trace`.
+    pub fn set_phase(&mut self, key: usize, phase: Phase, trace: bool) {
+        if trace {
+            eprintln!("trace #{key} {} {}=>{}", self.service, self.phase, phase);
+        }
+        self.phase = phase;
+    }
+
     pub fn pending_output(&self) -> usize {
         self.outbox.as_ref().map_or(0, |o| o.len())
     }
@@ -196,6 +204,7 @@ impl Connection {
     /// so its client's FIN is seen.
     pub fn wants_read(&self) -> bool {
         self.read_ready
+            && !self.peer_eof
             && match self.phase {
                 Phase::Open => !self.paused && !self.held && self.input.len() < MAX_UNCONSUMED,
                 Phase::Closing | Phase::Lingering => true,

@@ -121,6 +121,16 @@ impl Reserve {
         }
     }
 
+    /// Takes the spare back if it was lost (its reopening failed while the
+    /// process was out of descriptors). Called after a successful accept,
+    /// when descriptors are evidently available again; costs nothing while
+    /// the spare is held.
+    pub fn replenish(&mut self) {
+        if self.spare.is_none() {
+            self.spare = File::open("/dev/null").ok();
+        }
+    }
+
     /// Out of descriptors: frees the spare, and uses it to accept and close
     /// every connection waiting on `listener`. Returns how many were shed,
     /// or `None` when the spare could not be used, and the caller must

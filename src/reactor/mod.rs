@@ -48,9 +48,11 @@
 //!
 //! # Fairness
 //!
-//! One client flooding the daemon must not starve the others. A connection
-//! gets at most one read ([`READ_CHUNK`] bytes) and [`WRITE_BUDGET`] bytes
-//! of writes per loop turn. If it had more to do, its token goes on the
+//! One client flooding the daemon must not starve the others. Each time a
+//! connection is served it gets one read ([`READ_CHUNK`] bytes) and
+//! [`WRITE_BUDGET`] bytes of writes (a connection served from the ready
+//! queue and then again for a new event in the same turn gets two shares,
+//! which is harmless: the event proves the kernel had more for it). If it had more to do, its token goes on the
 //! *ready queue*, which the next turn serves first, polling with a zero
 //! timeout so nothing waits. Redis caps writes the same way
 //! (`NET_MAX_WRITES_PER_EVENT`, 64 KiB).
@@ -61,7 +63,9 @@
 //! without bound. Each connection's unsent output is limited by its
 //! service's `max_pending_output`: above that *high watermark* the reactor
 //! stops reading from the connection, so the client's own writes fill the
-//! kernel buffers and block it. Below the *low watermark* (a quarter of the
+//! kernel buffers and block it. The mark is checked after each callback, so
+//! the outbox may pass it by what one read's worth of input produces (64
+//! KiB for echo), never more. Below the *low watermark* (a quarter of the
 //! high one) reading resumes. Nothing is dropped; the client is simply not
 //! served faster than it reads.
 //!
@@ -519,7 +523,12 @@ impl Reactor {
                 if event.is_writable() {
                     conn.write_blocked = false;
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                // After the client's FIN there is nothing left to read; every
+                // later event reports read-closed again and must not cause
+                // another read (and another `on_peer_closed`).
+                if (event.is_readable() || event.is_read_closed() || event.is_error())
+                    && !conn.peer_eof
+                {
                     conn.read_ready = true;
                 }
                 if event.is_read_closed() {
@@ -632,7 +641,10 @@ impl Reactor {
             };
             let service = l.service;
             match l.socket.accept() {
-                Ok((stream, peer)) => self.admit(service, stream, peer),
+                Ok((stream, peer)) => {
+                    self.core.reserve.replenish();
+                    self.admit(service, stream, peer);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if listener::connection_gone(&e) => continue,
@@ -785,7 +797,11 @@ impl Reactor {
                 match conn.phase {
                     Phase::Open => {
                         let input = std::mem::take(&mut conn.input);
-                        self.call(key, None, |s, cx| s.on_peer_closed(&input, cx));
+                        // A close the session asks for now is the answer to
+                        // the client's FIN.
+                        self.call_closing_as(key, CloseReason::PeerClosed, |s, cx| {
+                            s.on_peer_closed(&input, cx)
+                        });
                         // The session may not have closed; either way there is
                         // nothing more to read, so only the write side is left.
                     }
@@ -1005,7 +1021,7 @@ impl Reactor {
         if conn.peer_eof {
             self.kill(key);
         } else {
-            conn.phase = Phase::Lingering;
+            conn.set_phase(key, Phase::Lingering, self.core.trace);
             // A read may already be pending; the client's FIN may be in it.
             if conn.read_ready {
                 self.requeue(key);
@@ -1024,6 +1040,27 @@ impl Reactor {
         &mut self,
         key: usize,
         serial: Option<u64>,
+        f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
+    ) -> Option<R> {
+        self.call_with(key, serial, CloseReason::Requested, f)
+    }
+
+    /// [`Reactor::call`], naming the reason a close requested in the
+    /// callback is reported with.
+    fn call_closing_as<R>(
+        &mut self,
+        key: usize,
+        reason: CloseReason,
+        f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
+    ) -> Option<R> {
+        self.call_with(key, None, reason, f)
+    }
+
+    fn call_with<R>(
+        &mut self,
+        key: usize,
+        serial: Option<u64>,
+        close_reason: CloseReason,
         f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
     ) -> Option<R> {
         let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
@@ -1048,7 +1085,7 @@ impl Reactor {
         if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
             conn.session = Some(session);
         }
-        self.settle(key, close);
+        self.settle(key, close, close_reason);
         if self.core.mail.is_empty() {
             return Some(r);
         }
@@ -1059,7 +1096,7 @@ impl Reactor {
     /// After a callback: moves staged output into the connection (writing
     /// it directly when nothing is queued before it), applies backpressure,
     /// and begins a requested close.
-    fn settle(&mut self, key: usize, close: Option<Closing>) {
+    fn settle(&mut self, key: usize, close: Option<Closing>, reason: CloseReason) {
         let core = &mut self.core;
         let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
             core.staged.discard();
@@ -1116,7 +1153,7 @@ impl Reactor {
             }
         }
         if close.is_some() {
-            self.begin_close(key, CloseReason::Requested);
+            self.begin_close(key, reason);
         }
         if full {
             self.call(key, None, |s, cx| s.on_output_full(cx));
@@ -1189,7 +1226,7 @@ impl Reactor {
         if conn.phase != Phase::Open {
             return;
         }
-        conn.phase = Phase::Closing;
+        conn.set_phase(key, Phase::Closing, self.core.trace);
         conn.input = Vec::new();
         if self.core.trace {
             eprintln!("trace #{key} {} closing ({reason})", conn.service);
@@ -1233,7 +1270,7 @@ impl Reactor {
         if conn.phase == Phase::Dead {
             return;
         }
-        conn.phase = Phase::Dead;
+        conn.set_phase(key, Phase::Dead, self.core.trace);
         let _ = self.core.registry.deregister(conn.stream.source());
         self.core.open -= 1;
         self.core.metrics.service_mut(conn.service).connections_open -= 1;

@@ -38,30 +38,57 @@ use crate::config::EchoMode;
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Where the `stamp` mode stands within the current line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Line {
     /// The next byte starts a line and gets a stamp.
+    #[default]
     AtLineStart,
     /// A long line's stamp and first part are sent; the rest follows bare.
     MidLine,
 }
 
-pub struct Session {
-    mode: EchoMode,
+/// The session for a connection in the configured mode. Each mode is its
+/// own type so that `echo` and `upper`, which keep no state, are
+/// zero-sized: a `Box` of them allocates nothing, and an idle echo
+/// connection owns no heap memory at all.
+pub fn session(mode: EchoMode) -> Box<dyn super::Session> {
+    match mode {
+        EchoMode::Echo => Box::new(Plain),
+        EchoMode::Upper => Box::new(Upper),
+        EchoMode::Stamp => Box::new(Stamp::default()),
+    }
+}
+
+/// `echo`: every byte back as it comes.
+pub struct Plain;
+
+impl super::Session for Plain {
+    fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+        cx.write(input);
+        input.len()
+    }
+}
+
+/// `upper`: ASCII letters upper-cased, every other byte unchanged.
+pub struct Upper;
+
+impl super::Session for Upper {
+    fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+        cx.write_with(|out| out.extend(input.iter().map(u8::to_ascii_uppercase)));
+        input.len()
+    }
+}
+
+/// `stamp`: each line prefixed with the time.
+#[derive(Default)]
+pub struct Stamp {
     line: Line,
 }
 
-impl Session {
-    pub fn new(mode: EchoMode) -> Session {
-        Session {
-            mode,
-            line: Line::AtLineStart,
-        }
-    }
-
+impl super::Session for Stamp {
     /// Stamps and sends the complete lines of `input`; returns the bytes
     /// consumed. An unfinished line is left unless it is too long to keep.
-    fn stamp(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+    fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
         let mut consumed = 0;
         while consumed < input.len() {
             let rest = &input[consumed..];
@@ -82,22 +109,6 @@ impl Session {
             consumed += line.len();
         }
         consumed
-    }
-}
-
-impl super::Session for Session {
-    fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
-        match self.mode {
-            EchoMode::Echo => {
-                cx.write(input);
-                input.len()
-            }
-            EchoMode::Upper => {
-                cx.write_with(|out| out.extend(input.iter().map(u8::to_ascii_uppercase)));
-                input.len()
-            }
-            EchoMode::Stamp => self.stamp(input, cx),
-        }
     }
 
     /// The client is done sending: a last line without `\n` is stamped and

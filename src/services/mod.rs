@@ -214,7 +214,7 @@ impl Shared {
 /// Creates the session for a connection just accepted on `service`.
 pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session> {
     match service {
-        ServiceId::Echo => Box::new(echo::Session::new(shared.config.echo.mode)),
+        ServiceId::Echo => echo::session(shared.config.echo.mode),
         ServiceId::Discard => Box::new(discard::Session),
         ServiceId::Chargen => Box::new(chargen::Session::default()),
         ServiceId::Daytime => Box::new(daytime::Session),
