@@ -133,8 +133,9 @@ impl Reserve {
 
     /// Out of descriptors: frees the spare, and uses it to accept and close
     /// every connection waiting on `listener`. Returns how many were shed,
-    /// or `None` when the spare could not be used, and the caller must
-    /// pause the listener instead.
+    /// or `None` when there was no spare to use, and the caller must pause
+    /// the listener instead. (If the spare cannot be reopened afterwards,
+    /// the next exhaustion pauses; [`Reserve::replenish`] takes it back.)
     pub fn shed(&mut self, listener: &ListenSocket) -> Option<u64> {
         self.spare.take()?;
         let mut shed = 0;
@@ -152,7 +153,7 @@ impl Reserve {
             }
         }
         self.spare = File::open("/dev/null").ok();
-        self.spare.as_ref().map(|_| shed)
+        Some(shed)
     }
 }
 

@@ -49,13 +49,16 @@
 //! # Fairness
 //!
 //! One client flooding the daemon must not starve the others. Each time a
-//! connection is served it gets one read ([`READ_CHUNK`] bytes) and
-//! [`WRITE_BUDGET`] bytes of writes (a connection served from the ready
-//! queue and then again for a new event in the same turn gets two shares,
-//! which is harmless: the event proves the kernel had more for it). If it had more to do, its token goes on the
-//! *ready queue*, which the next turn serves first, polling with a zero
-//! timeout so nothing waits. Redis caps writes the same way
-//! (`NET_MAX_WRITES_PER_EVENT`, 64 KiB).
+//! connection is served (for an event, or from the ready queue) it gets one
+//! read of at most [`READ_CHUNK`] bytes, and each write pass
+//! (`Reactor::pump`) writes at most [`WRITE_BUDGET`] bytes, plus the one
+//! batch a session may produce when room appears. A connection served
+//! twice in a turn (from the ready queue, then for a new event) gets two
+//! shares, which is harmless: the event proves the kernel had more for it.
+//! If a connection had more to do, its token goes on the *ready queue*,
+//! which the next turn serves first, polling with a zero timeout so nothing
+//! waits. Redis caps writes the same way (`NET_MAX_WRITES_PER_EVENT`,
+//! 64 KiB).
 //!
 //! # Backpressure
 //!
@@ -191,7 +194,8 @@ enum Source {
         owner: usize,
         serial: u64,
     },
-    /// SIGINT, SIGTERM (and SIGCHLD) arrive here as readable events.
+    /// SIGINT and SIGTERM arrive here as readable events (signal-hook's
+    /// self-pipe). Children are watched through pidfds instead.
     Signals(Box<signal_hook_mio::v1_0::Signals>),
     /// The helper pool pokes this when jobs finish.
     Waker,
