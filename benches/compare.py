@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peers, side by side: socketlab's daemon against the servers people would
+r"""Peers, side by side: socketlab's daemon against the servers people would
 otherwise use, under the same load, in one run.
 
     python3 benches/compare.py            # everything, about 14 minutes
@@ -1484,7 +1484,12 @@ def report_files(paths: list[Path]) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    paragraphs = __doc__.split("\n\n")
+    parser = argparse.ArgumentParser(
+        description=paragraphs[0],
+        epilog="\n\n".join(paragraphs[1:3]) + "\n\nThe docstring at the top of this file explains the method.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: one run, fewer scenarios, smaller counts")
     parser.add_argument("--runs", type=int, help="runs per figure (medians are reported); default 3, or 1 with --quick")
     parser.add_argument("--servers", help="comma-separated server keys: " + ",".join(s.key for s in ECHO_SERVERS + CHAT_SERVERS[1:]))
