@@ -162,6 +162,8 @@ pub struct Connection {
     /// turn. Remembered because by then there may be nothing left to
     /// write, and a turn that writes nothing would not notice the drain.
     pub drain_owed: bool,
+    /// The session asked for `on_output_drained` (asked once, at accept).
+    pub wants_drain: bool,
     /// An event reported the client's FIN (`EPOLLRDHUP`): a short read does
     /// not mean "drained" then, the EOF is still to be read.
     pub fin_seen: bool,

@@ -112,8 +112,11 @@ use pool::Pool;
 pub use pool::{Job, JobResult};
 use timers::{Timers, Wake};
 
-/// Bytes one read may take; also the size of the shared read buffer.
-pub const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one read may take; also the size of the shared read buffer. Larger
+/// than the 64 KiB a client commonly writes at once, so such a message is
+/// taken by one short read instead of filling the buffer exactly (which
+/// would look like "maybe more" and cost a turn and a read).
+pub const READ_CHUNK: usize = 128 * 1024;
 /// Bytes one connection may write per loop turn before others get a turn.
 pub const WRITE_BUDGET: usize = 64 * 1024;
 /// Connections one listener may accept per loop turn.
@@ -756,6 +759,7 @@ impl Reactor {
             queued: false,
             flush_listed: false,
             drain_owed: false,
+            wants_drain: session.wants_output_drained(),
             fin_seen: false,
             told_close: false,
             owned_sources: 0,
@@ -967,7 +971,11 @@ impl Reactor {
                 // Progress was made (now, or in a turn whose budget ran
                 // out just as the output emptied) and there is room: let
                 // the session produce more (chargen refills here).
-                Phase::Open if (wrote > 0 || conn.drain_owed) && pending <= limits.low_water => {
+                Phase::Open
+                    if conn.wants_drain
+                        && (wrote > 0 || conn.drain_owed)
+                        && pending <= limits.low_water =>
+                {
                     if budget == 0 {
                         // Its share of this turn is used; the call is owed
                         // to the next turn, which may have nothing to write.

@@ -119,7 +119,30 @@ impl Outbox {
     pub fn flush_to<W: Write>(&mut self, w: &mut W, budget: usize) -> io::Result<Flushed> {
         let mut written = 0;
         while !self.is_empty() && written < budget {
-            let n = {
+            let n = if let Some(only) = self.single_slice() {
+                // The common case (an echo, a reply): one buffer, so a plain
+                // `send()`, without building an iovec array for `writev()`.
+                match w.write(only) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) if n < only.len() => {
+                        // A partial write: the kernel's send buffer is full.
+                        self.consume(n);
+                        return Ok(Flushed {
+                            bytes: written + n,
+                            blocked: true,
+                        });
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Flushed {
+                            bytes: written,
+                            blocked: true,
+                        });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
                 let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
                 for chunk in self.chunks.iter().take(MAX_IOVECS - 1) {
@@ -166,6 +189,15 @@ impl Outbox {
             bytes: written,
             blocked: false,
         })
+    }
+
+    /// The unsent bytes, when they are one contiguous slice.
+    fn single_slice(&self) -> Option<&[u8]> {
+        match (self.chunks.len(), self.tail.is_empty()) {
+            (0, _) => Some(&self.tail),
+            (1, true) => self.chunks.front().map(|c| &c[..]),
+            _ => None,
+        }
     }
 
     /// Drops everything unsent (a connection being cut off).

@@ -168,6 +168,10 @@ impl super::Session for Session {
         self.answer(cx);
     }
 
+    fn wants_output_drained(&self) -> bool {
+        true
+    }
+
     /// The client read enough for more answers to be written.
     fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
         cx.hold_input(false);

@@ -73,6 +73,10 @@ impl super::Session for Session {
         input.len() // RFC 864: "any data received is thrown away".
     }
 
+    fn wants_output_drained(&self) -> bool {
+        true
+    }
+
     fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
         self.produce(cx);
     }

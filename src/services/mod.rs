@@ -134,8 +134,18 @@ pub trait Session {
 
     /// The unsent output fell below the low watermark: there is room to
     /// produce more (chargen refills here, exec resumes reading its pipes).
+    /// Called only for sessions whose [`Session::wants_output_drained`] is
+    /// true.
     fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
         let _ = cx;
+    }
+
+    /// Whether the session produces output on its own and so needs
+    /// `on_output_drained`. Asked once, when the connection opens: a
+    /// session that only answers input (echo) is then spared a call per
+    /// message.
+    fn wants_output_drained(&self) -> bool {
+        false
     }
 
     /// The unsent output passed the service's limit (`max_pending_output`).

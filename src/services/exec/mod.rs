@@ -498,6 +498,10 @@ impl super::Session for Session {
         self.close(cx);
     }
 
+    fn wants_output_drained(&self) -> bool {
+        true
+    }
+
     /// Room in the client's output: read the program's pipes again.
     fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
         if let State::Running(program) = &mut self.state {
