@@ -12,3 +12,4 @@ pub mod loadgen;
 pub mod logging;
 pub mod reactor;
 pub mod services;
+pub mod units;

@@ -484,22 +484,7 @@ impl Write for Stream {
 /// Reads `500ms`, `10s`, `2m`, `1h` or a bare number of seconds (decimals
 /// allowed: `1.5s`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try 500ms, 10s, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
-    };
-    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())?;
+    let duration = crate::units::parse_duration(text)?;
     if duration < Duration::from_millis(1) {
         return Err("the timeout must be at least 1ms".to_string());
     }

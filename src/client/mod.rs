@@ -465,24 +465,11 @@ pub fn is_timeout(error: &io::Error) -> bool {
 /// socket timeout of zero means "wait forever" to some calls and is an
 /// error to others.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit_secs) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (e.g. 5, 2.5s, 250ms, 1m)"))?;
-    if !value.is_finite() || value <= 0.0 {
-        return Err(format!("`{text}` must be a positive duration"));
+    let duration = crate::units::parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("`{}` must be a positive duration", text.trim()));
     }
-    Duration::try_from_secs_f64(value * unit_secs).map_err(|error| format!("`{text}`: {error}"))
+    Ok(duration)
 }
 
 /// A duration as a person would write it: `5s`, `250ms`, `1.5s`.

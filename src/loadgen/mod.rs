@@ -56,7 +56,7 @@ pub mod process;
 pub mod report;
 pub mod stats;
 pub mod udp;
-pub mod units;
+pub use crate::units;
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,6 +1,7 @@
-//! Reading and writing the quantities a load test talks about: durations
-//! (`10s`, `500ms`), sizes (`64`, `64K`), and the figures in its reports
-//! (`1,523,456`, `85.2µs`, `9.7 MB/s`).
+//! Reading and writing the quantities the command line talks about:
+//! durations (`10s`, `500ms`), sizes (`64`, `64K`), and the figures in the
+//! load generator's reports (`1,523,456`, `85.2µs`, `9.7 MB/s`). One
+//! parser for each, shared by the clients and the load generator.
 //!
 //! The parsers are used as clap value parsers, so a bad value is a usage
 //! error (exit status 2) with a message naming what was expected.
