@@ -37,12 +37,12 @@
 //! where the event loop earns its keep.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::{Endpoint, Stream};
 
 use bytes::BytesMut;
 use serde_json::{Value, json};
@@ -145,8 +145,13 @@ fn execute(args: &Args) -> Result<u8, Failure> {
     let key = key::load(&key_path)
         .map_err(|e| Failure::new(FAILED, format!("cannot read the key: {e}")))?
         .key;
-    let stream = Stream::connect(&args.addr)
-        .map_err(|e| Failure::new(FAILED, format!("cannot connect to {}: {e}", args.addr)))?;
+    let endpoint: Endpoint = args
+        .addr
+        .parse()
+        .map_err(|e| Failure::new(FAILED, format!("bad address {}: {e}", args.addr)))?;
+    let stream = endpoint
+        .connect(CONNECT_TIMEOUT)
+        .map_err(|e| Failure::new(FAILED, e.to_string()))?;
     let writer = Arc::new(Mutex::new(
         stream
             .try_clone()
@@ -421,63 +426,6 @@ impl FrameReader {
             Item::Payload { chunk, last } => Ok((chunk, last)),
             Item::Header(_) => Err(Failure::new(FAILED, "a frame where payload was expected")),
         }
-    }
-}
-
-/// A TCP or Unix connection to the daemon.
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    /// Connects to `HOST:PORT`, or to `unix:/path`.
-    fn connect(addr: &str) -> io::Result<Stream> {
-        if let Some(path) = addr.strip_prefix("unix:") {
-            return UnixStream::connect(path).map(Stream::Unix);
-        }
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
-        for resolved in addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT) {
-                Ok(s) => {
-                    // Small frames (a signal, a short stdin line) should
-                    // leave at once.
-                    let _ = s.set_nodelay(true);
-                    return Ok(Stream::Tcp(s));
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    fn try_clone(&self) -> io::Result<Stream> {
-        match self {
-            Stream::Tcp(s) => s.try_clone().map(Stream::Tcp),
-            Stream::Unix(s) => s.try_clone().map(Stream::Unix),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
