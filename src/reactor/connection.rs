@@ -197,6 +197,25 @@ impl Connection {
         self.phase = phase;
     }
 
+    /// Backpressure on: if the unsent output has reached `high_water` and
+    /// the connection is open and still reading, stop reading it. Returns
+    /// true on that transition, when the session is to hear
+    /// `on_output_full`.
+    pub fn pause_if_full(&mut self, key: usize, high_water: usize, trace: bool) -> bool {
+        let pending = self.pending_output();
+        if pending < high_water || self.paused || self.phase != Phase::Open {
+            return false;
+        }
+        self.paused = true;
+        if trace {
+            eprintln!(
+                "trace #{key} {} backpressure on ({pending} bytes pending)",
+                self.service
+            );
+        }
+        true
+    }
+
     pub fn pending_output(&self) -> usize {
         self.outbox.as_ref().map_or(0, |o| o.len())
     }

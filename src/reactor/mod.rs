@@ -245,6 +245,8 @@ struct Core {
     /// Output addressed to other connections, delivered after the callback
     /// that sent it returns: `(token, serial, bytes)`.
     mail: Vec<(usize, u64, Bytes)>,
+    /// The mailbox's second list (see `deliver_mail`), empty between turns.
+    mail_spare: Vec<(usize, u64, Bytes)>,
     /// Set while `deliver_mail` runs. Mail sent by a session it calls (a
     /// member cut off mid-batch tells its room) then waits for that loop's
     /// next round instead of overtaking the rest of the batch, so every
@@ -363,6 +365,7 @@ impl Reactor {
                 ready: VecDeque::new(),
                 to_flush: Vec::new(),
                 mail: Vec::new(),
+                mail_spare: Vec::new(),
                 delivering: false,
                 dead: Vec::new(),
                 read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM + 1)],
@@ -1151,19 +1154,8 @@ impl Reactor {
                 .get_or_insert_with(Default::default)
                 .append_outbox(&mut core.staged);
         }
-        let pending = conn.pending_output();
-        let limits = core.limits[conn.service as usize];
-        let mut full = false;
-        if pending >= limits.high_water && !conn.paused && conn.phase == Phase::Open {
-            conn.paused = true;
-            full = true;
-            if core.trace {
-                eprintln!(
-                    "trace #{key} {} backpressure on ({pending} bytes pending)",
-                    conn.service
-                );
-            }
-        }
+        let high_water = core.limits[conn.service as usize].high_water;
+        let full = conn.pause_if_full(key, high_water, core.trace);
         if close.is_some() {
             self.begin_close(key, reason);
         }
@@ -1189,12 +1181,17 @@ impl Reactor {
         // answers every letter with another would be a bug, so the rounds
         // are capped generously.
         for _ in 0..1_000 {
-            let batch = std::mem::take(&mut self.core.mail);
+            // Swap in the spare list, so that letters sent while this batch
+            // is delivered go there, and both lists keep their capacity: a
+            // broadcast to a thousand members does not regrow a Vec each time.
+            let mut batch = std::mem::take(&mut self.core.mail_spare);
+            std::mem::swap(&mut batch, &mut self.core.mail);
             if batch.is_empty() {
+                self.core.mail_spare = batch;
                 self.core.delivering = false;
                 return;
             }
-            for (key, serial, bytes) in batch {
+            for (key, serial, bytes) in batch.drain(..) {
                 let core = &mut self.core;
                 let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
                     continue;
@@ -1209,18 +1206,12 @@ impl Reactor {
                     conn.flush_listed = true;
                     core.to_flush.push(key);
                 }
-                let pending = conn.pending_output();
-                if pending >= core.limits[conn.service as usize].high_water && !conn.paused {
-                    conn.paused = true;
-                    if core.trace {
-                        let service = conn.service;
-                        eprintln!(
-                            "trace #{key} {service} backpressure on ({pending} bytes pending)"
-                        );
-                    }
+                let high_water = core.limits[conn.service as usize].high_water;
+                if conn.pause_if_full(key, high_water, core.trace) {
                     self.call(key, None, |s, cx| s.on_output_full(cx));
                 }
             }
+            self.core.mail_spare = batch;
         }
         log::error!("mail kept producing mail for 1000 rounds; dropping the rest");
         self.core.mail.clear();
