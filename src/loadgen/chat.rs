@@ -178,23 +178,12 @@ pub fn run(args: ChatArgs, stop: Arc<AtomicBool>) -> ExitCode {
         |session| {
             let (progress_tx, progress_rx) = session.progress_channel();
             let room = Room::new(&args, addr, session, progress_tx);
-            let handle = std::thread::Builder::new()
-                .name("bench-chat".into())
-                .spawn(move || room.and_then(Room::run));
-            let result = match handle {
-                Ok(h) => session.supervise(vec![h], progress_rx).pop(),
-                Err(e) => Some(Err(e)),
-            };
-            match result {
-                Some(Ok(outcome)) => outcome,
-                Some(Err(e)) => Outcome {
-                    figures: ChatFigures::empty(&args),
-                    completed: 0,
-                    elapsed: Duration::ZERO,
-                    failures: vec![Failure::run(format!("worker failed: {e}"))],
-                },
-                None => unreachable!("one worker, one result"),
-            }
+            session.run_worker(
+                "bench-chat",
+                progress_rx,
+                move || room.and_then(Room::run),
+                || ChatFigures::empty(&args),
+            )
         },
     )
 }

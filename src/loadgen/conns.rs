@@ -166,18 +166,12 @@ pub fn run(args: ConnsArgs, stop: Arc<AtomicBool>) -> ExitCode {
             stop: Arc::clone(&session.stop),
             progress: progress_tx,
         };
-        let handle = std::thread::Builder::new()
-            .name("bench-conns".into())
-            .spawn(move || worker.run());
-        let results = match handle {
-            Ok(h) => session.supervise(vec![h], progress_rx),
-            Err(e) => vec![Err(e)],
-        };
-        match results.into_iter().next() {
-            Some(Ok(outcome)) => outcome,
-            Some(Err(e)) => failed_outcome(&args, format!("worker failed: {e}")),
-            None => failed_outcome(&args, "no worker ran".into()),
-        }
+        session.run_worker(
+            "bench-conns",
+            progress_rx,
+            move || worker.run(),
+            || ConnsFigures::empty(&args),
+        )
     })
 }
 
@@ -197,9 +191,10 @@ fn validate(args: &ConnsArgs) -> Result<SocketAddr, UsageError> {
     super::resolve(&args.addr)
 }
 
-fn failed_outcome(args: &ConnsArgs, error: String) -> Outcome<ConnsFigures> {
-    Outcome {
-        figures: ConnsFigures {
+impl ConnsFigures {
+    /// The figures of a run in which no connection was made.
+    fn empty(args: &ConnsArgs) -> ConnsFigures {
+        ConnsFigures {
             count: args.count,
             connected: 0,
             connect_failed: 0,
@@ -210,10 +205,7 @@ fn failed_outcome(args: &ConnsArgs, error: String) -> Outcome<ConnsFigures> {
             hold_s: 0.0,
             bytes_received: 0,
             memory: None,
-        },
-        completed: 0,
-        elapsed: Duration::ZERO,
-        failures: vec![Failure::run(error)],
+        }
     }
 }
 

@@ -173,6 +173,34 @@ impl Session {
         mpsc::channel()
     }
 
+    /// Runs one worker on a thread of its own and supervises it (the
+    /// workloads that drive everything from one poll loop: chat, udp,
+    /// conns). A worker that cannot start, or fails, becomes an outcome
+    /// with `empty` figures and that failure.
+    pub fn run_worker<T: Send + 'static>(
+        &self,
+        name: &str,
+        progress: Receiver<Interval>,
+        worker: impl FnOnce() -> std::io::Result<Outcome<T>> + Send + 'static,
+        empty: impl FnOnce() -> T,
+    ) -> Outcome<T> {
+        let result = match std::thread::Builder::new().name(name.into()).spawn(worker) {
+            Ok(handle) => self.supervise(vec![handle], progress).pop(),
+            Err(e) => Some(Err(e)),
+        };
+        let failure = match result {
+            Some(Ok(outcome)) => return outcome,
+            Some(Err(e)) => format!("worker failed: {e}"),
+            None => "no worker ran".to_string(),
+        };
+        Outcome {
+            figures: empty(),
+            completed: 0,
+            elapsed: Duration::ZERO,
+            failures: vec![Failure::run(failure)],
+        }
+    }
+
     /// Waits for the worker threads, printing a status line each second
     /// from their progress reports, and returns what they returned. Returns
     /// when every worker has dropped its progress sender and finished.

@@ -152,23 +152,12 @@ pub fn run(args: UdpArgs, stop: Arc<AtomicBool>) -> ExitCode {
         |session| {
             let (progress_tx, progress_rx) = session.progress_channel();
             let pinger = Pinger::new(&args, addr, session, progress_tx);
-            let handle = std::thread::Builder::new()
-                .name("bench-udp".into())
-                .spawn(move || pinger.and_then(Pinger::run));
-            let result = match handle {
-                Ok(h) => session.supervise(vec![h], progress_rx).pop(),
-                Err(e) => Some(Err(e)),
-            };
-            match result {
-                Some(Ok(outcome)) => outcome,
-                Some(Err(e)) => Outcome {
-                    figures: UdpFigures::empty(&args),
-                    completed: 0,
-                    elapsed: Duration::ZERO,
-                    failures: vec![Failure::run(format!("worker failed: {e}"))],
-                },
-                None => unreachable!("one worker, one result"),
-            }
+            session.run_worker(
+                "bench-udp",
+                progress_rx,
+                move || pinger.and_then(Pinger::run),
+                || UdpFigures::empty(&args),
+            )
         },
     )
 }
