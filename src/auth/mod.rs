@@ -26,12 +26,14 @@
 //! - [`key`]: the key and its file (created 0600, replaced atomically).
 //! - [`challenge`]: challenges, computing and verifying MACs.
 //! - [`handshake`]: the hello, auth, ok and error frames, exactly as sent.
+//! - [`scram`]: the files login's SCRAM-SHA-256 computations.
 //! - [`throttle`]: locking out addresses after repeated failures.
 //! - [`run`]: `socketlab key show|rotate`.
 
 pub mod challenge;
 pub mod handshake;
 pub mod key;
+pub mod scram;
 pub mod throttle;
 
 use std::io;
