@@ -1,27 +1,44 @@
 //! Calling sessions, and the mail they send each other.
 
 use super::connection::Phase;
-use super::trace::trace_write;
-use super::{CloseReason, Closing, Cx, Reactor, Session, Source, WRITE_BUDGET};
+use super::{CloseReason, Closing, Cx, Reactor, Session, Source};
 
 impl Reactor {
     /// Step 7 of a turn: connections that other connections gave output
     /// to (a chat line for a room) are flushed, once each, however many
     /// letters they got.
     pub(super) fn flush_mailed(&mut self) {
+        // Bounded: a pass here may call a session that mails others, who
+        // are then flushed in the next round; a chain longer than this
+        // waits for the next turn, which it is queued for.
+        for _ in 0..16 {
+            if self.core.to_flush.is_empty() {
+                return;
+            }
+            for key in std::mem::take(&mut self.core.to_flush) {
+                if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
+                    conn.flush_listed = false;
+                }
+                self.pump(key);
+                self.deliver_mail();
+            }
+        }
         for key in std::mem::take(&mut self.core.to_flush) {
             if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
                 conn.flush_listed = false;
             }
-            self.pump(key);
+            self.requeue(key);
         }
     }
 
     /// Calls one of a connection's session methods with a context, then
-    /// settles the consequences: staged output, close requests, mail.
-    /// `serial`, when given, must match (events for owned sources and
-    /// jobs may outlive their connection). Returns the callback's value, or
-    /// `None` when there was no such live connection.
+    /// acts on what it recorded: a close it asked for is begun, and its
+    /// output is written by one write pass ([`Reactor::pump`]). Mail it
+    /// sent waits in the mailbox for the end of the current step
+    /// ([`Reactor::deliver_mail`]). `serial`, when given, must match
+    /// (events for owned sources and jobs may outlive their connection).
+    /// Returns the callback's value, or `None` when there was no such live
+    /// connection.
     pub(super) fn call<R>(
         &mut self,
         key: usize,
@@ -42,13 +59,30 @@ impl Reactor {
         self.call_with(key, None, reason, f)
     }
 
-    pub(super) fn call_with<R>(
+    fn call_with<R>(
         &mut self,
         key: usize,
         serial: Option<u64>,
-        close_reason: CloseReason,
+        reason: CloseReason,
         f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
     ) -> Option<R> {
+        let (r, close) = self.invoke(key, serial, f)?;
+        self.close_if_asked(key, close, reason);
+        self.pump(key);
+        Some(r)
+    }
+
+    /// Runs one session method, and nothing else: the callback only
+    /// records what it asks for (output in `Core::staged`, mail, wake-ups),
+    /// and the close it asked for is returned. The session is taken out of
+    /// its slab entry for the call, so the callback can borrow the rest of
+    /// the reactor through its `Cx`.
+    pub(super) fn invoke<R>(
+        &mut self,
+        key: usize,
+        serial: Option<u64>,
+        f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
+    ) -> Option<(R, Option<Closing>)> {
         let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
             return None;
         };
@@ -71,83 +105,37 @@ impl Reactor {
         if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
             conn.session = Some(session);
         }
-        self.settle(key, close, close_reason);
-        if self.core.mail.is_empty() {
-            return Some(r);
-        }
-        self.deliver_mail();
-        Some(r)
+        Some((r, close))
     }
 
-    /// After a callback: moves staged output into the connection (writing
-    /// it directly when nothing is queued before it), applies backpressure,
-    /// and begins a requested close.
-    pub(super) fn settle(&mut self, key: usize, close: Option<Closing>, reason: CloseReason) {
-        let core = &mut self.core;
-        let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
-            core.staged.discard();
+    /// Begins the close a callback asked for. An abort drops the output
+    /// first, both what the callback staged and what the connection held;
+    /// what `on_close` writes after that is still sent.
+    pub(super) fn close_if_asked(
+        &mut self,
+        key: usize,
+        close: Option<Closing>,
+        reason: CloseReason,
+    ) {
+        let Some(close) = close else {
             return;
         };
-        if close == Some(Closing::Abort) || conn.phase == Phase::Dead {
-            core.staged.discard();
-            conn.outbox = None;
-        }
-        let mut direct = 0;
-        if !core.staged.is_empty() && conn.outbox.is_none() && !conn.write_blocked {
-            // Nothing is queued before this output, so it goes straight to
-            // the socket from the staging buffer: in the common case (an
-            // echo) the connection never owns a buffer at all.
-            match core.staged.flush_to(&mut conn.stream, WRITE_BUDGET) {
-                Ok(f) => {
-                    direct = f.bytes;
-                    conn.write_blocked = f.blocked;
-                    if f.bytes > 0 {
-                        conn.last_active = core.now;
-                        core.metrics.service_mut(conn.service).bytes_sent += f.bytes as u64;
-                    }
-                    if core.trace {
-                        trace_write(key, conn.service, f);
-                    }
-                }
-                Err(e) => {
-                    core.staged.discard();
-                    if core.trace {
-                        eprintln!("trace #{key} {} write error: {e}", conn.service);
-                    }
-                    self.fail(key, &e);
-                    return;
-                }
+        if close == Closing::Abort {
+            self.core.staged.discard();
+            if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
+                conn.outbox = None;
             }
         }
-        if !core.staged.is_empty() {
-            // The socket would not take it all: the rest is the connection's.
-            conn.outbox
-                .get_or_insert_with(Default::default)
-                .append_outbox(&mut core.staged);
-        }
-        let high_water = core.limits[conn.service as usize].high_water;
-        let full = conn.pause_if_full(key, high_water, core.trace);
-        if close.is_some() {
-            self.begin_close(key, reason);
-        }
-        if full {
-            self.call(key, None, |s, cx| s.on_output_full(cx));
-        }
-        if self.core.pumping == Some(key) {
-            self.core.pump_credit += direct;
-        } else {
-            self.pump_after(key, direct);
-        }
+        self.begin_close(key, reason);
     }
 
-    /// Delivers output that sessions addressed to other connections.
+    /// Delivers output that sessions addressed to other connections, after
+    /// the step that sent it (one event, one ready token, one timer).
     /// Delivery may cause more (a member cut off for being too slow makes
-    /// its room hear about it), so it loops until the mailbox is empty.
+    /// its room hear about it): that mail goes to the mailbox's other list
+    /// and waits for the next round, so every recipient sees the letters
+    /// in the order they were sent. It loops until the mailbox is empty.
     pub(super) fn deliver_mail(&mut self) {
-        if self.core.delivering {
-            return; // Called from within a delivery: its next round does it.
-        }
-        self.core.delivering = true;
         // Bounded: every round delivers at least one letter; a session that
         // answers every letter with another would be a bug, so the rounds
         // are capped generously.
@@ -159,7 +147,6 @@ impl Reactor {
             std::mem::swap(&mut batch, &mut self.core.mail);
             if batch.is_empty() {
                 self.core.mail_spare = batch;
-                self.core.delivering = false;
                 return;
             }
             for (key, serial, bytes) in batch.drain(..) {
@@ -186,6 +173,5 @@ impl Reactor {
         }
         log::error!("mail kept producing mail for 1000 rounds; dropping the rest");
         self.core.mail.clear();
-        self.core.delivering = false;
     }
 }

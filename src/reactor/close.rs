@@ -45,8 +45,9 @@ impl Reactor {
         !lingering || now >= began + LINGER_ON_SHUTDOWN
     }
 
-    /// Starts ending a connection: tells the session (once), then flushes
-    /// what is pending and sends FIN.
+    /// Starts ending a connection: tells the session (once). The caller
+    /// then runs the write pass, which flushes what is pending and sends
+    /// the FIN once everything is out.
     pub(super) fn begin_close(&mut self, key: usize, reason: CloseReason) {
         let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
             return;
@@ -63,12 +64,12 @@ impl Reactor {
             .timers
             .schedule(self.core.now + LINGER, key, Wake::Linger);
         self.tell_close(key, reason);
-        self.pump(key);
     }
 
     /// Calls `on_close` unless it was called already. What the session
-    /// writes in it is settled like any callback's output: flushed, then
-    /// the FIN.
+    /// writes in it is staged like any callback's output, and written by
+    /// the write pass that follows (then the FIN), unless the connection
+    /// failed.
     pub(super) fn tell_close(&mut self, key: usize, reason: CloseReason) {
         let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
             return;
@@ -77,7 +78,11 @@ impl Reactor {
             return;
         }
         conn.told_close = true;
-        self.call(key, None, |s, cx| s.on_close(reason, cx));
+        if let Some(((), close)) = self.invoke(key, None, |s, cx| s.on_close(reason, cx)) {
+            // The connection is closing already; only an abort changes
+            // anything (it drops the output).
+            self.close_if_asked(key, close, reason);
+        }
     }
 
     /// A read or write failed: the connection is beyond saving.
@@ -106,6 +111,8 @@ impl Reactor {
             eprintln!("trace #{key} {} closed", conn.service);
         }
         let (owned, serial) = (conn.owned_sources, conn.serial);
+        // What the session staged in `on_close` has nowhere to go.
+        self.core.staged.discard();
         // Dropping the session now releases what it holds (pipes, files).
         conn.session = None;
         conn.outbox = None;
@@ -139,7 +146,10 @@ impl Reactor {
                     self.sources[key] = Source::Vacated;
                     self.core.dead.push(key);
                 }
-                Some(Source::Conn(_)) => self.begin_close(key, CloseReason::Shutdown),
+                Some(Source::Conn(_)) => {
+                    self.begin_close(key, CloseReason::Shutdown);
+                    self.pump(key);
+                }
                 _ => {}
             }
         }

@@ -77,6 +77,7 @@ impl Reactor {
             if let Some(key) = self.core.ready.pop_front() {
                 self.clear_queued(key);
                 self.drive(key);
+                self.deliver_mail();
             }
         }
     }
@@ -86,6 +87,7 @@ impl Reactor {
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             self.dispatch(event);
+            self.deliver_mail();
         }
         self.events = events;
     }
@@ -94,6 +96,7 @@ impl Reactor {
     pub(super) fn fire_timers(&mut self) {
         while let Some((key, wake)) = self.core.timers.pop_due(self.core.now) {
             self.fire(key, wake);
+            self.deliver_mail();
         }
     }
 
@@ -290,6 +293,7 @@ impl Reactor {
                         eprintln!("trace #{key} {} timer fired: idle", conn.service);
                     }
                     self.begin_close(key, CloseReason::Idle);
+                    self.pump(key);
                 }
             }
         }

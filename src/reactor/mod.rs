@@ -266,16 +266,11 @@ struct Core {
     ready: VecDeque<usize>,
     /// Connections given output by another connection this turn.
     to_flush: Vec<usize>,
-    /// Output addressed to other connections, delivered after the callback
-    /// that sent it returns: `(token, serial, bytes)`.
+    /// Output addressed to other connections, delivered at the end of the
+    /// step whose callback sent it (`deliver_mail`): `(token, serial, bytes)`.
     mail: Vec<(usize, u64, Bytes)>,
     /// The mailbox's second list (see `deliver_mail`), empty between turns.
     mail_spare: Vec<(usize, u64, Bytes)>,
-    /// Set while `deliver_mail` runs. Mail sent by a session it calls (a
-    /// member cut off mid-batch tells its room) then waits for that loop's
-    /// next round instead of overtaking the rest of the batch, so every
-    /// recipient sees the letters in the same order.
-    delivering: bool,
     /// Slab keys to free after this turn's events.
     dead: Vec<usize>,
     /// The shared read buffer: every connection reads into it, so an idle
@@ -300,11 +295,6 @@ struct Core {
     pool: Pool,
     /// `--trace`: one line per readiness event and I/O outcome.
     trace: bool,
-    /// The connection whose `pump` is asking its session for more output:
-    /// what that session writes is counted by that pump (`pump_credit`)
-    /// rather than pumped again from inside it.
-    pumping: Option<usize>,
-    pump_credit: usize,
     /// When shared service state next wants a turn (`Shared::poll`).
     shared_wake: Option<Instant>,
     /// Set when SIGINT/SIGTERM arrived: when closing began.
@@ -390,7 +380,6 @@ impl Reactor {
                 to_flush: Vec::new(),
                 mail: Vec::new(),
                 mail_spare: Vec::new(),
-                delivering: false,
                 dead: Vec::new(),
                 read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM + 1)],
                 staged: Outbox::new(),
@@ -404,8 +393,6 @@ impl Reactor {
                 reserve: Reserve::new(),
                 pool: Pool::new(waker, POOL_THREADS),
                 trace,
-                pumping: None,
-                pump_credit: 0,
                 shared_wake: None,
                 shutdown: None,
             },

@@ -1,66 +1,74 @@
-//! The write path: flushing output within the turn's budget, and the
-//! backpressure that follows from what is left.
+//! The write path: one pass per connection, one routine that writes.
+//!
+//! # Record first, write once
+//!
+//! A session never writes to a socket, and its callbacks do not write
+//! either: what a callback asks for is only *recorded* (output in the
+//! loop's staging buffer, mail in the mailbox, wake-ups in the timer
+//! queue, a close in its `Cx`). When the callback returns, the reactor runs
+//! one *write pass* for the connection, [`Reactor::pump`], and all bytes
+//! leave through one routine, [`Reactor::flush`], which also does the
+//! accounting: the byte counters, `last_active`, `write_blocked` and the
+//! trace line. Nothing here calls back into itself: a callback made during
+//! the pass (`on_output_drained`, `on_output_full`, `on_close`) records its
+//! output like any other, and the pass's next round writes it.
+//!
+//! # The direct write
+//!
+//! Output staged by a callback goes straight from the staging buffer to the
+//! socket when the connection holds nothing from before: an echoed message
+//! costs one `send()` and the connection never owns a buffer. Only what the
+//! socket would not take moves into the connection's own `Outbox`; output
+//! staged later queues behind it, so the order is kept.
+//!
+//! # Budget and backpressure
+//!
+//! One pass writes at most [`WRITE_BUDGET`] bytes (checked between
+//! `writev` calls, so one call may pass it). After each write the pass
+//! checks the watermarks: at or above the service's `max_pending_output`
+//! (the *high watermark*) the connection stops being read and its session
+//! hears `on_output_full`; at or below a quarter of it (the *low
+//! watermark*) reading resumes. A session that produces output as room
+//! appears (chargen) is asked for more with `on_output_drained` while
+//! budget is left; when the budget runs out first, that call is owed to
+//! the next turn (`Connection::drain_owed`).
 
 use super::connection::Phase;
+use super::outbox::Outbox;
 use super::trace::trace_write;
-use super::{Reactor, Source, WRITE_BUDGET};
+use super::{CloseReason, Cx, Reactor, Session, Source, WRITE_BUDGET};
+
+/// Rounds of one write pass: each round writes, or asks the session for
+/// more, or ends the pass; a session that keeps refilling is stopped by the
+/// budget long before this.
+const PASS_ROUNDS: usize = 64;
 
 impl Reactor {
-    /// Writes a connection's pending output within the turn's budget, keeps
-    /// the backpressure state in step, asks the session for more when it
-    /// has room, and moves a closing connection along once it is flushed.
+    /// The write pass for one connection: writes its output within the
+    /// turn's budget, keeps the backpressure state in step, asks the
+    /// session for more when it has room, and moves a closing connection
+    /// along once everything is out. Called after every callback (through
+    /// [`Reactor::call`]) and whenever the connection is driven.
     pub(super) fn pump(&mut self, key: usize) {
-        self.pump_after(key, 0);
-    }
-
-    /// [`Reactor::pump`] after `credit` bytes were already written this
-    /// turn (by [`Reactor::settle`]'s direct write): they count against the
-    /// budget and as progress for the "room for more" check.
-    pub(super) fn pump_after(&mut self, key: usize, credit: usize) {
-        let mut budget = WRITE_BUDGET.saturating_sub(credit);
-        let mut wrote = credit;
-        // Bounded: each round either writes within the budget or stops; a
-        // session that keeps refilling is stopped by the budget.
-        for _ in 0..64 {
+        let mut budget = WRITE_BUDGET;
+        for _ in 0..PASS_ROUNDS {
+            let Some(wrote) = self.flush(key, budget) else {
+                return; // Gone, or the write failed and killed it.
+            };
+            budget = budget.saturating_sub(wrote);
             let core = &mut self.core;
             let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
                 return;
             };
-            if conn.phase == Phase::Dead {
-                return;
-            }
-            if let Some(out) = conn.outbox.as_mut()
-                && !conn.write_blocked
-                && budget > 0
-            {
-                match out.flush_to(&mut conn.stream, budget) {
-                    Ok(f) => {
-                        conn.write_blocked = f.blocked;
-                        if f.bytes > 0 {
-                            wrote += f.bytes;
-                            budget = budget.saturating_sub(f.bytes);
-                            conn.last_active = core.now;
-                            core.metrics.service_mut(conn.service).bytes_sent += f.bytes as u64;
-                        }
-                        if core.trace {
-                            trace_write(key, conn.service, f);
-                        }
-                    }
-                    Err(e) => {
-                        if core.trace {
-                            eprintln!("trace #{key} {} write error: {e}", conn.service);
-                        }
-                        self.fail(key, &e);
-                        return;
-                    }
-                }
-                if out.is_empty() {
-                    conn.outbox = None;
-                }
-            }
-            let pending = conn.pending_output();
             let limits = core.limits[conn.service as usize];
+            let pending = conn.pending_output();
 
+            // Backpressure on: the session hears of it, and what it writes
+            // or asks for in answer is handled by the next round.
+            if conn.pause_if_full(key, limits.high_water, core.trace) {
+                self.react(key, |s, cx| s.on_output_full(cx));
+                continue;
+            }
             // Backpressure off: resume reading, from the ready queue because
             // the readable edge it missed will not come again.
             if conn.paused && pending <= limits.low_water {
@@ -75,17 +83,13 @@ impl Reactor {
                     self.requeue(key);
                 }
             }
-            let Some(Source::Conn(conn)) = self.sources.get(key) else {
+            let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
                 return;
             };
-            // The budget ran out with output left that the socket would
-            // still take: no writable edge will announce that, so the
-            // connection must come back next turn by itself.
-            let stalled = budget == 0 && pending > 0 && !conn.write_blocked;
             match conn.phase {
-                // Progress was made (now, or in a turn whose budget ran
-                // out just as the output emptied) and there is room: let
-                // the session produce more (chargen refills here).
+                // Progress was made (now, or in a turn whose budget ran out
+                // just as the output emptied) and there is room: let the
+                // session produce more (chargen refills here).
                 Phase::Open
                     if conn.wants_drain
                         && (wrote > 0 || conn.drain_owed)
@@ -94,46 +98,101 @@ impl Reactor {
                     if budget == 0 {
                         // Its share of this turn is used; the call is owed
                         // to the next turn, which may have nothing to write.
-                        if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
-                            conn.drain_owed = true;
-                        }
+                        conn.drain_owed = true;
                         self.requeue(key);
                         return;
                     }
-                    if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
-                        conn.drain_owed = false;
-                    }
-                    // What the session writes now is flushed by `settle`,
-                    // which reports it here instead of pumping again: one
-                    // budget for the whole turn, and no recursion.
-                    let outer = self.core.pumping.replace(key);
-                    self.call(key, None, |s, cx| s.on_output_drained(cx));
-                    self.core.pumping = outer;
-                    let credit = std::mem::take(&mut self.core.pump_credit);
-                    wrote = credit;
-                    budget = budget.saturating_sub(credit);
-                    match self.sources.get(key) {
-                        Some(Source::Conn(c))
-                            if credit > 0 || (c.pending_output() > 0 && !c.write_blocked) =>
-                        {
-                            continue;
-                        }
-                        _ => return,
-                    }
+                    conn.drain_owed = false;
+                    self.react(key, |s, cx| s.on_output_drained(cx));
                 }
                 Phase::Closing if pending == 0 => {
                     self.finish_writing(key);
                     return;
                 }
                 _ => {
-                    if stalled {
+                    // The budget ran out with output left that the socket
+                    // would still take: no writable edge will announce
+                    // that, so the connection comes back next turn itself.
+                    if budget == 0 && pending > 0 && !conn.write_blocked {
                         self.requeue(key);
                     }
                     return;
                 }
             }
         }
+        // The rounds ran out: whatever the last callback staged is kept for
+        // the next turn, which this connection is queued for.
+        self.flush(key, 0);
         self.requeue(key);
+    }
+
+    /// Writes, and the only place that does: the output the last callback
+    /// staged goes behind what the connection already holds, or straight
+    /// to the socket when it holds nothing (the direct write); at most
+    /// `budget` bytes leave. Counts what left (metrics, `last_active`,
+    /// trace), notes a refusal in `write_blocked`, and leaves what the
+    /// socket would not take in the connection's outbox. Returns the bytes
+    /// written, or `None` when the connection is gone, dead, or failed now.
+    pub(super) fn flush(&mut self, key: usize, budget: usize) -> Option<usize> {
+        let core = &mut self.core;
+        let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
+            core.staged.discard();
+            return None;
+        };
+        if conn.phase == Phase::Dead {
+            core.staged.discard();
+            conn.outbox = None;
+            return None;
+        }
+        if let Some(own) = conn.outbox.as_mut() {
+            own.append_outbox(&mut core.staged);
+        }
+        let out: &mut Outbox = match conn.outbox.as_deref_mut() {
+            Some(own) => own,
+            None => &mut core.staged,
+        };
+        let mut wrote = 0;
+        if !out.is_empty() && !conn.write_blocked && budget > 0 {
+            match out.flush_to(&mut conn.stream, budget) {
+                Ok(f) => {
+                    wrote = f.bytes;
+                    conn.write_blocked = f.blocked;
+                    if f.bytes > 0 {
+                        conn.last_active = core.now;
+                        core.metrics.service_mut(conn.service).bytes_sent += f.bytes as u64;
+                    }
+                    if core.trace {
+                        trace_write(key, conn.service, f);
+                    }
+                }
+                Err(e) => {
+                    core.staged.discard();
+                    if core.trace {
+                        eprintln!("trace #{key} {} write error: {e}", conn.service);
+                    }
+                    self.fail(key, &e);
+                    return None;
+                }
+            }
+        }
+        // What the socket would not take is the connection's to keep.
+        if !core.staged.is_empty() {
+            conn.outbox
+                .get_or_insert_with(Default::default)
+                .append_outbox(&mut core.staged);
+        }
+        if conn.outbox.as_ref().is_some_and(|o| o.is_empty()) {
+            conn.outbox = None;
+        }
+        Some(wrote)
+    }
+
+    /// A callback made during a write pass: only its close request is
+    /// applied here; its output is written by the pass's next round.
+    fn react(&mut self, key: usize, f: impl FnOnce(&mut dyn Session, &mut Cx<'_>)) {
+        if let Some(((), close)) = self.invoke(key, None, f) {
+            self.close_if_asked(key, close, CloseReason::Requested);
+        }
     }
 
     /// All output is out: send our FIN and linger for the client's.
