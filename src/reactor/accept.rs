@@ -18,6 +18,8 @@ use super::timers::Wake;
 use super::{ACCEPT_BATCH, ACCEPT_RETRY, Reactor, Source, listener};
 use crate::services::{self, ServiceId};
 
+use super::trace::trace;
+
 impl Reactor {
     pub(super) fn accept(&mut self, key: usize) {
         if self.core.shutdown.is_some() {
@@ -95,12 +97,11 @@ impl Reactor {
             // One best-effort write into an empty send buffer, then FIN.
             let _ = stream.write(services::rejection(service));
             let _ = stream.shutdown_write();
-            if self.core.trace {
-                eprintln!(
-                    "trace {service} {} rejected: connection limit",
-                    stream.peer()
-                );
-            }
+            trace!(
+                self.core.trace,
+                "{service} {} rejected: connection limit",
+                stream.peer()
+            );
             return;
         }
         counters.connections_open += 1;
@@ -127,12 +128,11 @@ impl Reactor {
         let serial = self.core.next_serial;
         self.core.next_serial += 1;
         let session = services::open_session(service, &mut self.core.shared);
-        if self.core.trace {
-            eprintln!(
-                "trace #{key} {service} {} accepted",
-                peer.map_or_else(|| stream.peer(), |p| p.to_string())
-            );
-        }
+        trace!(
+            self.core.trace,
+            "#{key} {service} {} accepted",
+            peer.map_or_else(|| stream.peer(), |p| p.to_string())
+        );
         entry.insert(Source::Conn(Connection {
             stream,
             service,

@@ -7,6 +7,8 @@ use super::connection::Phase;
 use super::timers::Wake;
 use super::{CloseReason, LINGER, LINGER_ON_SHUTDOWN, Reactor, SHUTDOWN_GRACE, Source};
 
+use super::trace::trace;
+
 impl Reactor {
     /// Step 8 of a turn: the slab entries of connections that ended go now,
     /// after the whole event batch, so no stale event of this batch can
@@ -57,9 +59,10 @@ impl Reactor {
         }
         conn.set_phase(key, Phase::Closing, self.core.trace);
         conn.input = Vec::new();
-        if self.core.trace {
-            eprintln!("trace #{key} {} closing ({reason})", conn.service);
-        }
+        trace!(
+            self.core.trace,
+            "#{key} {} closing ({reason})", conn.service
+        );
         self.core
             .timers
             .schedule(self.core.now + LINGER, key, Wake::Linger);
@@ -107,9 +110,7 @@ impl Reactor {
         let _ = self.core.registry.deregister(conn.stream.source());
         self.core.open -= 1;
         self.core.metrics.service_mut(conn.service).connections_open -= 1;
-        if self.core.trace {
-            eprintln!("trace #{key} {} closed", conn.service);
-        }
+        trace!(self.core.trace, "#{key} {} closed", conn.service);
         let (owned, serial) = (conn.owned_sources, conn.serial);
         // What the session staged in `on_close` has nowhere to go.
         self.core.staged.discard();

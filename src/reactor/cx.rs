@@ -59,7 +59,16 @@ impl Cx<'_> {
 
     /// Whether `--trace` is on, for services that trace their own steps.
     pub fn tracing(&self) -> bool {
-        self.core.trace
+        self.core.trace.on()
+    }
+
+    /// Prints one `--trace` line for this connection's service, stamped
+    /// like the reactor's own; formatted only when tracing is on. Call it
+    /// as `cx.trace(format_args!(...))`.
+    pub fn trace(&self, args: std::fmt::Arguments<'_>) {
+        if self.core.trace.on() {
+            self.core.trace.line(args);
+        }
     }
 
     /// Queues bytes for this connection (copied).

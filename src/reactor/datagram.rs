@@ -5,6 +5,8 @@ use std::io;
 use super::{DATAGRAM_BATCH, Reactor, Source};
 use crate::services;
 
+use super::trace::trace;
+
 impl Reactor {
     pub(super) fn serve_datagrams(&mut self, key: usize) {
         let core = &mut self.core;
@@ -54,12 +56,10 @@ impl Reactor {
                 }
             };
             core.metrics.service_mut(u.service).bytes_received += n as u64;
-            if core.trace {
-                eprintln!(
-                    "trace #{key} {} udp {from} datagram of {n} bytes",
-                    u.service
-                );
-            }
+            trace!(
+                core.trace,
+                "#{key} {} udp {from} datagram of {n} bytes", u.service
+            );
             core.reply_buf.clear();
             let datagram = &core.read_buf[..n];
             if !services::answer_datagram(

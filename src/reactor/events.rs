@@ -18,6 +18,8 @@ use super::timers::Wake;
 use super::trace::trace_event;
 use super::{CloseReason, LINGER, Reactor, Source, SourceEvent};
 
+use super::trace::trace;
+
 impl Reactor {
     /// Steps 1 and 2 of a turn: sleeps in `poll()` until an event arrives
     /// or the earliest deadline is due, then reads the clock once for the
@@ -38,12 +40,19 @@ impl Reactor {
         m.iterations += 1;
         m.last_turn_events = self.events.iter().count() as u64;
         m.events += m.last_turn_events;
-        if self.core.trace && (m.last_turn_events > 0 || !self.core.ready.is_empty()) {
-            eprintln!(
-                "trace -- turn {}: {} event(s), {} ready, slept {:?}",
+        // A turn with nothing to do (a wake-up only to check the shutdown)
+        // prints no header; one woken by a due timer does, so the lines
+        // its timer prints are not taken for the previous turn's.
+        let timer_due = self.core.timers.timeout(now) == Some(Duration::ZERO)
+            || self.core.shared_wake.is_some_and(|at| at <= now);
+        if m.last_turn_events > 0 || !self.core.ready.is_empty() || timer_due {
+            trace!(
+                self.core.trace,
+                "-- turn {}: {} event(s), {} ready, {}slept {:?}",
                 m.iterations,
                 m.last_turn_events,
                 self.core.ready.len(),
+                if timer_due { "timer due, " } else { "" },
                 now - turn_end
             );
         }
@@ -124,9 +133,7 @@ impl Reactor {
         };
         match source {
             Source::Conn(conn) => {
-                if self.core.trace {
-                    trace_event(key, conn, event);
-                }
+                trace_event(self.core.trace, key, conn, event);
                 if event.is_writable() {
                     conn.write_blocked = false;
                 }
@@ -144,20 +151,17 @@ impl Reactor {
                 self.drive(key);
             }
             Source::Listener(l) => {
-                if self.core.trace {
-                    eprintln!("trace #{key} {} listener readable", l.service);
-                }
+                trace!(self.core.trace, "#{key} {} listener readable", l.service);
                 self.drive(key);
             }
             Source::Datagram(u) => {
-                if self.core.trace {
-                    eprintln!(
-                        "trace #{key} {} udp{}{}",
-                        u.service,
-                        if event.is_readable() { " readable" } else { "" },
-                        if event.is_writable() { " writable" } else { "" }
-                    );
-                }
+                trace!(
+                    self.core.trace,
+                    "#{key} {} udp{}{}",
+                    u.service,
+                    if event.is_readable() { " readable" } else { "" },
+                    if event.is_writable() { " writable" } else { "" }
+                );
                 if event.is_readable() {
                     u.read_ready = true;
                 }
@@ -174,9 +178,7 @@ impl Reactor {
                     writable: event.is_writable(),
                     closed: event.is_read_closed() || event.is_write_closed() || event.is_error(),
                 };
-                if self.core.trace {
-                    eprintln!("trace #{key} source of #{owner} ready");
-                }
+                trace!(self.core.trace, "#{key} source of #{owner} ready");
                 self.call(owner, Some(serial), |s, cx| s.on_source(ev, cx));
             }
             Source::Signals(signals) => {
@@ -246,15 +248,11 @@ impl Reactor {
     pub(super) fn fire(&mut self, key: usize, wake: Wake) {
         match wake {
             Wake::Accept => {
-                if self.core.trace {
-                    eprintln!("trace #{key} timer fired: accept retry");
-                }
+                trace!(self.core.trace, "#{key} timer fired: accept retry");
                 self.drive(key);
             }
             Wake::Session => {
-                if self.core.trace {
-                    eprintln!("trace #{key} timer fired: session");
-                }
+                trace!(self.core.trace, "#{key} timer fired: session");
                 self.call(key, None, |s, cx| s.on_timer(cx));
             }
             Wake::Linger => {
@@ -262,9 +260,7 @@ impl Reactor {
                     if matches!(conn.phase, Phase::Closing | Phase::Lingering)
                         && conn.last_active + LINGER <= self.core.now
                     {
-                        if self.core.trace {
-                            eprintln!("trace #{key} timer fired: linger over");
-                        }
+                        trace!(self.core.trace, "#{key} timer fired: linger over");
                         self.kill(key);
                     } else if matches!(conn.phase, Phase::Closing | Phase::Lingering) {
                         let at = conn.last_active + LINGER;
@@ -289,9 +285,7 @@ impl Reactor {
                     let at = if busy { self.core.now + idle } else { deadline };
                     self.arm_idle(key, at);
                 } else {
-                    if self.core.trace {
-                        eprintln!("trace #{key} {} timer fired: idle", conn.service);
-                    }
+                    trace!(self.core.trace, "#{key} {} timer fired: idle", conn.service);
                     self.begin_close(key, CloseReason::Idle);
                     self.pump(key);
                 }

@@ -135,6 +135,7 @@ pub use outbox::Outbox;
 use pool::Pool;
 pub use pool::{Job, JobResult};
 use timers::Timers;
+use trace::Tracer;
 
 /// Bytes one read may take; also the size of the shared read buffer. Larger
 /// than the 64 KiB a client commonly writes at once, so such a message is
@@ -294,7 +295,7 @@ struct Core {
     reserve: Reserve,
     pool: Pool,
     /// `--trace`: one line per readiness event and I/O outcome.
-    trace: bool,
+    trace: Tracer,
     /// When shared service state next wants a turn (`Shared::poll`).
     shared_wake: Option<Instant>,
     /// Set when SIGINT/SIGTERM arrived: when closing began.
@@ -392,7 +393,7 @@ impl Reactor {
                 next_serial: 1,
                 reserve: Reserve::new(),
                 pool: Pool::new(waker, POOL_THREADS),
-                trace,
+                trace: Tracer::new(trace),
                 shared_wake: None,
                 shutdown: None,
             },

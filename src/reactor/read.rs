@@ -5,6 +5,8 @@ use std::io::{self, Read};
 use super::connection::Phase;
 use super::{CloseReason, READ_CHUNK, Reactor, Source};
 
+use super::trace::trace;
+
 impl Reactor {
     /// One read for one connection, if it wants one, handed to its session.
     pub(super) fn read(&mut self, key: usize) {
@@ -26,9 +28,7 @@ impl Reactor {
             Ok(0) => {
                 conn.read_ready = false;
                 conn.peer_eof = true;
-                if core.trace {
-                    eprintln!("trace #{key} {} read EOF", conn.service);
-                }
+                trace!(core.trace, "#{key} {} read EOF", conn.service);
                 core.read_buf = buf;
                 match conn.phase {
                     Phase::Open => {
@@ -64,9 +64,7 @@ impl Reactor {
                 let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
                     return;
                 };
-                if self.core.trace {
-                    eprintln!("trace #{key} {} read {n} bytes", conn.service);
-                }
+                trace!(self.core.trace, "#{key} {} read {n} bytes", conn.service);
                 if conn.phase != Phase::Open {
                     // Closing: input is read only to find the client's FIN.
                     self.core.read_buf = buf;
@@ -102,16 +100,12 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // A spurious wake-up, or the socket was drained exactly.
                 conn.read_ready = false;
-                if core.trace {
-                    eprintln!("trace #{key} {} read WouldBlock", conn.service);
-                }
+                trace!(core.trace, "#{key} {} read WouldBlock", conn.service);
                 core.read_buf = buf;
             }
             Err(e) => {
                 core.read_buf = buf;
-                if core.trace {
-                    eprintln!("trace #{key} {} read error: {e}", conn.service);
-                }
+                trace!(core.trace, "#{key} {} read error: {e}", conn.service);
                 self.fail(key, &e);
             }
         }

@@ -43,6 +43,8 @@ use super::{CloseReason, Cx, Reactor, Session, Source, WRITE_BUDGET};
 /// budget long before this.
 const PASS_ROUNDS: usize = 64;
 
+use super::trace::trace;
+
 impl Reactor {
     /// The write pass for one connection: writes its output within the
     /// turn's budget, keeps the backpressure state in step, asks the
@@ -73,12 +75,10 @@ impl Reactor {
             // the readable edge it missed will not come again.
             if conn.paused && pending <= limits.low_water {
                 conn.paused = false;
-                if core.trace {
-                    eprintln!(
-                        "trace #{key} {} backpressure off ({pending} bytes pending)",
-                        conn.service
-                    );
-                }
+                trace!(
+                    core.trace,
+                    "#{key} {} backpressure off ({pending} bytes pending)", conn.service
+                );
                 if conn.read_ready {
                     self.requeue(key);
                 }
@@ -161,15 +161,11 @@ impl Reactor {
                         conn.last_active = core.now;
                         core.metrics.service_mut(conn.service).bytes_sent += f.bytes as u64;
                     }
-                    if core.trace {
-                        trace_write(key, conn.service, f);
-                    }
+                    trace_write(core.trace, key, conn.service, f);
                 }
                 Err(e) => {
                     core.staged.discard();
-                    if core.trace {
-                        eprintln!("trace #{key} {} write error: {e}", conn.service);
-                    }
+                    trace!(core.trace, "#{key} {} write error: {e}", conn.service);
                     self.fail(key, &e);
                     return None;
                 }
@@ -201,9 +197,7 @@ impl Reactor {
             return;
         };
         let _ = conn.stream.shutdown_write();
-        if self.core.trace {
-            eprintln!("trace #{key} {} FIN sent", conn.service);
-        }
+        trace!(self.core.trace, "#{key} {} FIN sent", conn.service);
         if conn.peer_eof {
             self.kill(key);
         } else {

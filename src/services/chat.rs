@@ -959,9 +959,10 @@ fn broadcast(cx: &mut Cx<'_>, room: &str, line: Bytes) -> usize {
     }
     let count = recipients.len();
     cx.shared().chat.recipients = recipients;
-    if cx.tracing() {
-        eprintln!("trace #{} chat broadcast to {count} members", cx.token());
-    }
+    cx.trace(format_args!(
+        "#{} chat broadcast to {count} members",
+        cx.token()
+    ));
     count
 }
 
