@@ -1,7 +1,9 @@
 //! Calling sessions, and the mail they send each other.
 
 use super::connection::Phase;
-use super::{CloseReason, Closing, Cx, Reactor, Session, Source};
+use slab::Slab;
+
+use super::{CloseReason, Closing, Core, Cx, Reactor, Session, Source};
 
 impl Reactor {
     /// Step 7 of a turn: connections that other connections gave output
@@ -83,29 +85,7 @@ impl Reactor {
         serial: Option<u64>,
         f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
     ) -> Option<(R, Option<Closing>)> {
-        let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
-            return None;
-        };
-        if serial.is_some_and(|s| s != conn.serial) || conn.phase == Phase::Dead {
-            return None;
-        }
-        let mut session = conn.session.take()?;
-        let service = conn.service;
-        let serial = conn.serial;
-        let mut cx = Cx {
-            core: &mut self.core,
-            sources: &mut self.sources,
-            key,
-            service,
-            serial,
-            close: None,
-        };
-        let r = f(session.as_mut(), &mut cx);
-        let close = cx.close;
-        if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
-            conn.session = Some(session);
-        }
-        Some((r, close))
+        invoke(&mut self.core, &mut self.sources, key, serial, f)
     }
 
     /// Begins the close a callback asked for. An abort drops the output
@@ -174,4 +154,39 @@ impl Reactor {
         log::error!("mail kept producing mail for 1000 rounds; dropping the rest");
         self.core.mail.clear();
     }
+}
+
+/// [`Reactor::invoke`] over the two parts of the reactor a callback may
+/// borrow, so a caller can lend it something else of the reactor's at the
+/// same time (the read buffer).
+pub(super) fn invoke<R>(
+    core: &mut Core,
+    sources: &mut Slab<Source>,
+    key: usize,
+    serial: Option<u64>,
+    f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
+) -> Option<(R, Option<Closing>)> {
+    let Some(Source::Conn(conn)) = sources.get_mut(key) else {
+        return None;
+    };
+    if serial.is_some_and(|s| s != conn.serial) || conn.phase == Phase::Dead {
+        return None;
+    }
+    let mut session = conn.session.take()?;
+    let service = conn.service;
+    let serial = conn.serial;
+    let mut cx = Cx {
+        core,
+        sources,
+        key,
+        service,
+        serial,
+        close: None,
+    };
+    let r = f(session.as_mut(), &mut cx);
+    let close = cx.close;
+    if let Some(Source::Conn(conn)) = sources.get_mut(key) {
+        conn.session = Some(session);
+    }
+    Some((r, close))
 }

@@ -41,7 +41,7 @@ impl Reactor {
                 return;
             }
             served += 1;
-            let (n, from) = match u.socket.recv_from(&mut core.read_buf) {
+            let (n, from) = match u.socket.recv_from(&mut self.read_buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     u.read_ready = false;
@@ -61,7 +61,7 @@ impl Reactor {
                 "#{key} {} udp {from} datagram of {n} bytes", u.service
             );
             core.reply_buf.clear();
-            let datagram = &core.read_buf[..n];
+            let datagram = &self.read_buf[..n];
             if !services::answer_datagram(
                 u.service,
                 datagram,

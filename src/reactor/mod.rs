@@ -248,6 +248,11 @@ pub struct Reactor {
     events: Events,
     /// Everything registered, keyed by token.
     sources: Slab<Source>,
+    /// The one read buffer: every connection and UDP socket reads into it,
+    /// so an idle connection owns none. It lives beside `core` and
+    /// `sources`, not in them, so a session can read from it while its
+    /// callback borrows those two (read.rs).
+    read_buf: Box<[u8]>,
     /// All other loop state, split off so a session callback can borrow it
     /// together with the slab.
     core: Core,
@@ -274,9 +279,6 @@ struct Core {
     mail_spare: Vec<(usize, u64, Bytes)>,
     /// Slab keys to free after this turn's events.
     dead: Vec<usize>,
-    /// The shared read buffer: every connection reads into it, so an idle
-    /// connection owns none. Taken out while a session looks at it.
-    read_buf: Vec<u8>,
     /// Output written by the session being called; moved into the
     /// connection's own outbox only if the socket would not take it all.
     staged: Outbox,
@@ -372,6 +374,7 @@ impl Reactor {
             poll,
             events: Events::with_capacity(1024),
             sources,
+            read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM + 1)].into_boxed_slice(),
             core: Core {
                 registry,
                 now: Instant::now(),
@@ -382,7 +385,6 @@ impl Reactor {
                 mail: Vec::new(),
                 mail_spare: Vec::new(),
                 dead: Vec::new(),
-                read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM + 1)],
                 staged: Outbox::new(),
                 reply_buf: Vec::new(),
                 shared,
