@@ -16,7 +16,7 @@ use mio::Events;
 use super::connection::Phase;
 use super::timers::Wake;
 use super::trace::trace_event;
-use super::{CloseReason, LINGER, Reactor, Source, SourceEvent};
+use super::{CloseReason, LINGER, Reactor, SHUTDOWN_POLL, Source, SourceEvent};
 
 use super::trace::trace;
 
@@ -73,7 +73,7 @@ impl Reactor {
         }
         if self.core.shutdown.is_some() {
             // Check the exit condition at least every few milliseconds.
-            let d = Duration::from_millis(20);
+            let d = SHUTDOWN_POLL;
             timeout = Some(timeout.map_or(d, |t| t.min(d)));
         }
         timeout

@@ -58,7 +58,7 @@
 //! If a connection had more to do, its token goes on the *ready queue*,
 //! which the next turn serves first, polling with a zero timeout so nothing
 //! waits. Redis caps writes the same way (`NET_MAX_WRITES_PER_EVENT`,
-//! 64 KiB).
+//! 64 KiB, the same as our `WRITE_BUDGET`).
 //!
 //! # Backpressure
 //!
@@ -67,8 +67,8 @@
 //! service's `max_pending_output`: above that *high watermark* the reactor
 //! stops reading from the connection, so the client's own writes fill the
 //! kernel buffers and block it. The mark is checked after each callback, so
-//! the outbox may pass it by what one read's worth of input produces (64
-//! KiB for echo), never more. Below the *low watermark* (a quarter of the
+//! the outbox may pass it by what one read's worth of input produces (for
+//! echo, one [`READ_CHUNK`], 128 KiB), never more. Below the *low watermark* (a quarter of the
 //! high one) reading resumes. Nothing is dropped; the client is simply not
 //! served faster than it reads.
 //!
@@ -159,6 +159,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long, during shutdown, connections that sent their FIN wait for the
 /// client's before the daemon exits.
 const LINGER_ON_SHUTDOWN: Duration = Duration::from_secs(1);
+/// How often the loop wakes, during shutdown, to see whether it is over.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 /// Retry delay for a listener paused by descriptor exhaustion.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Helper threads for blocking work, started on first use.
