@@ -16,7 +16,7 @@ use mio::{Interest, Token};
 use super::connection::{Connection, Phase, Stream};
 use super::timers::Wake;
 use super::{ACCEPT_BATCH, ACCEPT_RETRY, Reactor, Source, listener};
-use crate::services::{self, ServiceId};
+use crate::service_id::{self, ServiceId};
 
 use super::trace::trace;
 
@@ -95,7 +95,7 @@ impl Reactor {
         if over_global || over_service {
             counters.connections_rejected += 1;
             // One best-effort write into an empty send buffer, then FIN.
-            let _ = stream.write(services::rejection(service));
+            let _ = stream.write(service_id::rejection(service));
             let _ = stream.shutdown_write();
             trace!(
                 self.core.trace,
@@ -127,7 +127,7 @@ impl Reactor {
         }
         let serial = self.core.next_serial;
         self.core.next_serial += 1;
-        let session = services::open_session(service, &mut self.core.shared);
+        let session = self.core.shared.open_session(service);
         trace!(
             self.core.trace,
             "#{key} {service} {} accepted",

@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use mio::net::{TcpStream, UnixStream};
 
+use super::Session;
 use super::outbox::Outbox;
 use super::trace::{Tracer, trace};
-use crate::services::{ServiceId, Session};
+use crate::service_id::ServiceId;
 
 /// The most input a session may leave unconsumed before the reactor stops
 /// reading from its connection. Sessions bound what they keep themselves

@@ -7,9 +7,10 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use mio::{Interest, Token};
 
+use super::Services;
 use super::timers::Wake;
 use super::{Closing, Cx, Job, Metrics, Source};
-use crate::services::{ServiceId, Shared};
+use crate::service_id::ServiceId;
 
 impl Cx<'_> {
     /// The time of this loop turn.
@@ -44,8 +45,10 @@ impl Cx<'_> {
         }
     }
 
-    pub fn shared(&mut self) -> &mut Shared {
-        &mut self.core.shared
+    /// The services hosted, as the reactor knows them. Services reach
+    /// their own shared state through `Cx::shared`, which is built on this.
+    pub fn services(&mut self) -> &mut dyn Services {
+        self.core.shared.as_mut()
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -3,7 +3,6 @@
 use std::io;
 
 use super::{DATAGRAM_BATCH, Reactor, Source};
-use crate::services;
 
 use super::trace::trace;
 
@@ -62,13 +61,10 @@ impl Reactor {
             );
             core.reply_buf.clear();
             let datagram = &self.read_buf[..n];
-            if !services::answer_datagram(
-                u.service,
-                datagram,
-                &core.shared,
-                core.wall,
-                &mut core.reply_buf,
-            ) {
+            if !core
+                .shared
+                .answer_datagram(u.service, datagram, core.wall, &mut core.reply_buf)
+            {
                 continue;
             }
             if u.write_blocked {

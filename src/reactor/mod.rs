@@ -113,6 +113,7 @@ pub mod metrics;
 mod outbox;
 mod pool;
 mod read;
+mod session;
 mod timers;
 mod trace;
 mod write;
@@ -126,7 +127,7 @@ use bytes::Bytes;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
-use crate::services::{ServiceId, Session, Shared};
+use crate::service_id::ServiceId;
 use connection::Connection;
 pub use listener::ListenSocket;
 use listener::{Listener, Reserve, UdpEndpoint};
@@ -134,6 +135,7 @@ pub use metrics::Metrics;
 pub use outbox::Outbox;
 use pool::Pool;
 pub use pool::{Job, JobResult};
+pub use session::{CloseReason, ServiceLimits, Services, Session, SourceEvent};
 use timers::Timers;
 use trace::Tracer;
 
@@ -165,47 +167,6 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Helper threads for blocking work, started on first use.
 const POOL_THREADS: usize = 2;
-
-/// Why a connection ends, as told to its session's `on_close`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The session called [`Cx::close`] or [`Cx::abort`].
-    Requested,
-    /// The client shut down its side and the session closed in turn.
-    PeerClosed,
-    /// A read or write failed (reset by the client, usually).
-    Error,
-    /// No byte in either direction for `idle_timeout_s`.
-    Idle,
-    /// The daemon is shutting down.
-    Shutdown,
-}
-
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CloseReason::Requested => "requested",
-            CloseReason::PeerClosed => "peer closed",
-            CloseReason::Error => "error",
-            CloseReason::Idle => "idle",
-            CloseReason::Shutdown => "shutdown",
-        })
-    }
-}
-
-/// What a connection's own source or job reports to its session.
-pub enum SourceEvent {
-    /// A source registered with [`Cx::register`] is ready.
-    Ready {
-        token: usize,
-        readable: bool,
-        writable: bool,
-        /// The other end hung up (a pipe's writer closed, say).
-        closed: bool,
-    },
-    /// A job submitted with [`Cx::submit`] finished.
-    Job(JobResult),
-}
 
 /// A bound socket handed to the reactor by the daemon.
 pub enum Bound {
@@ -286,8 +247,9 @@ struct Core {
     staged: Outbox,
     /// Reply buffer for datagram services.
     reply_buf: Vec<u8>,
-    /// What services share.
-    shared: Shared,
+    /// The services hosted, as the reactor knows them (`Services`); what
+    /// they share is in it. Lent to sessions through `Cx::services`.
+    shared: Box<dyn Services>,
     metrics: Metrics,
     /// Per-service limits, indexed by `ServiceId as usize`.
     limits: [Limits; ServiceId::ALL.len()],
@@ -311,7 +273,7 @@ impl Reactor {
     /// the global limit, already resolved from the open-file limit.
     pub fn new(
         bound: Vec<Bound>,
-        shared: Shared,
+        shared: impl Services,
         max_connections: usize,
         trace: bool,
     ) -> io::Result<Reactor> {
@@ -363,10 +325,10 @@ impl Reactor {
 
         let mut limits = [Limits::default(); ServiceId::ALL.len()];
         for id in ServiceId::ALL {
-            let c = shared.config.service(id);
+            let c = shared.limits(id);
             limits[id as usize] = Limits {
                 max_connections: c.max_connections,
-                idle_timeout: (c.idle_timeout_s > 0).then(|| Duration::from_secs(c.idle_timeout_s)),
+                idle_timeout: c.idle_timeout,
                 high_water: c.max_pending_output,
                 low_water: c.max_pending_output / 4,
             };
@@ -389,7 +351,7 @@ impl Reactor {
                 dead: Vec::new(),
                 staged: Outbox::new(),
                 reply_buf: Vec::new(),
-                shared,
+                shared: Box::new(shared),
                 metrics: Metrics::new(Instant::now()),
                 limits,
                 max_connections,

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use super::connection::Connection;
 use super::outbox;
-use crate::services::ServiceId;
+use crate::service_id::ServiceId;
 
 /// Whether `--trace` is on, and since when the daemon runs.
 #[derive(Debug, Clone, Copy)]
