@@ -11,5 +11,6 @@ pub mod demo;
 pub mod loadgen;
 pub mod logging;
 pub mod reactor;
+pub mod service_id;
 pub mod services;
 pub mod units;

@@ -556,8 +556,14 @@ fn trace_shows_one_line_per_broadcast_with_the_recipient_count() {
             "broadcast to 2 members"
         ]
     );
+    // Stamped like the reactor's own lines: `trace 1.234567 #12 chat ...`.
     for line in d.stderr().lines().filter(|l| l.contains("chat broadcast")) {
-        assert!(line.starts_with("trace #"), "{line:?}");
+        let (_, rest) = line.split_once("trace ").expect("a trace line");
+        let (stamp, rest) = rest.split_once(' ').unwrap();
+        let (secs, micros) = stamp.split_once('.').unwrap();
+        assert!(secs.parse::<u64>().is_ok(), "{line:?}");
+        assert_eq!(micros.len(), 6, "{line:?}");
+        assert!(rest.starts_with('#'), "{line:?}");
     }
 }
 

@@ -157,8 +157,8 @@ fn a_hundred_members_receive_every_message_in_the_same_order() {
 
 #[test]
 fn a_member_that_never_reads_is_cut_off_alone_and_the_others_get_every_line() {
-    // The limit must exceed what one 64 KiB read of the sender's own lines
-    // produces, or the sender itself would be too slow.
+    // The limit must exceed what one read (`READ_CHUNK`, 128 KiB) of the
+    // sender's own lines produces, or the sender itself would be too slow.
     let d = Daemon::start(&["--set", "chat.max_pending_output=262144"]);
     // Room order: a, slow, b, sender. `a` is served before `slow` in each
     // broadcast and `b` after it, so if the notice overtook a line, the

@@ -490,3 +490,58 @@ fn trace_shows_readiness_reads_writes_and_eof() {
     };
     assert!(wait_until(all_there), "trace incomplete:\n{}", d.stderr());
 }
+
+/// Splits `trace 12.345678 rest` into the stamp's seconds and the rest.
+fn trace_stamp(line: &str) -> Option<(f64, &str)> {
+    let rest = line.strip_prefix("trace ")?;
+    let (stamp, rest) = rest.split_once(' ')?;
+    let (secs, micros) = stamp.split_once('.')?;
+    if micros.len() != 6 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stamp.parse().ok()?, rest)).filter(|_| secs.parse::<u64>().is_ok())
+}
+
+#[test]
+fn every_trace_line_carries_seconds_since_start_to_the_microsecond() {
+    let d = Daemon::start(&["--trace"]);
+    let mut s = d.connect("echo");
+    s.write_all(b"stamped").unwrap();
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).unwrap();
+    assert!(wait_until(|| d.stderr().contains("wrote 7 bytes")));
+    let log = d.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("trace")).collect();
+    assert!(lines.len() >= 4, "{log}");
+    let mut last = 0.0;
+    for line in lines {
+        let (t, rest) = trace_stamp(line).unwrap_or_else(|| panic!("no stamp: {line:?}"));
+        assert!(t >= last, "stamps go backwards at {line:?}");
+        assert!(
+            rest.starts_with('#') || rest.starts_with("-- turn"),
+            "{line:?}"
+        );
+        last = t;
+    }
+}
+
+#[test]
+fn a_turn_woken_only_by_a_timer_prints_its_header() {
+    let d = Daemon::start(&["--trace", "--set", "echo.idle_timeout_s=1"]);
+    let _s = d.connect("echo");
+    assert!(wait_until(|| d.stderr().contains("timer fired: idle")));
+    let log = d.stderr();
+    let before: Vec<&str> = log
+        .lines()
+        .take_while(|l| !l.contains("timer fired: idle"))
+        .collect();
+    let header = before
+        .iter()
+        .rev()
+        .find(|l| l.contains("-- turn"))
+        .expect("a turn header");
+    assert!(
+        header.contains("0 event(s), 0 ready, timer due"),
+        "the idle timer's turn has no header of its own:\n{log}"
+    );
+}

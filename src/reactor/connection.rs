@@ -12,8 +12,10 @@ use std::time::Instant;
 
 use mio::net::{TcpStream, UnixStream};
 
+use super::Session;
 use super::outbox::Outbox;
-use crate::services::{ServiceId, Session};
+use super::trace::{Tracer, trace};
+use crate::service_id::ServiceId;
 
 /// The most input a session may leave unconsumed before the reactor stops
 /// reading from its connection. Sessions bound what they keep themselves
@@ -190,10 +192,8 @@ pub struct Connection {
 
 impl Connection {
     /// Moves to a new phase, reporting the transition under `--trace`.
-    pub fn set_phase(&mut self, key: usize, phase: Phase, trace: bool) {
-        if trace {
-            eprintln!("trace #{key} {} {}=>{}", self.service, self.phase, phase);
-        }
+    pub fn set_phase(&mut self, key: usize, phase: Phase, tracer: Tracer) {
+        trace!(tracer, "#{key} {} {}=>{}", self.service, self.phase, phase);
         self.phase = phase;
     }
 
@@ -201,18 +201,16 @@ impl Connection {
     /// the connection is open and still reading, stop reading it. Returns
     /// true on that transition, when the session is to hear
     /// `on_output_full`.
-    pub fn pause_if_full(&mut self, key: usize, high_water: usize, trace: bool) -> bool {
+    pub fn pause_if_full(&mut self, key: usize, high_water: usize, tracer: Tracer) -> bool {
         let pending = self.pending_output();
         if pending < high_water || self.paused || self.phase != Phase::Open {
             return false;
         }
         self.paused = true;
-        if trace {
-            eprintln!(
-                "trace #{key} {} backpressure on ({pending} bytes pending)",
-                self.service
-            );
-        }
+        trace!(
+            tracer,
+            "#{key} {} backpressure on ({pending} bytes pending)", self.service
+        );
         true
     }
 

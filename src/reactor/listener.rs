@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use mio::net::{TcpListener, UdpSocket, UnixListener};
 
 use super::connection::Stream;
-use crate::services::ServiceId;
+use crate::service_id::ServiceId;
 
 /// A bound, listening stream socket.
 #[derive(Debug)]

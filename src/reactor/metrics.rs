@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::services::ServiceId;
+use crate::service_id::ServiceId;
 
 /// Per-service counters (PROTOCOL.md §7).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -105,8 +105,9 @@
 //! # Fairness of one read
 //!
 //! One read can hold thousands of short lines, and each said line becomes
-//! one queued letter per member of the room. Serving a whole 64 KiB read of
-//! `a\n` lines to a room of 2,000 at once would queue 64 million letters
+//! one queued letter per member of the room. Serving a whole read (up to the
+//! reactor's `READ_CHUNK`, 128 KiB) of `a\n` lines to a room of 2,000 at
+//! once would queue 131 million letters
 //! before any was delivered. So a callback stops once it has queued
 //! [`FANOUT_BUDGET`] letters (always after at least one line): the rest of
 //! the input goes into the session's `backlog`, reading from the client is
@@ -959,9 +960,10 @@ fn broadcast(cx: &mut Cx<'_>, room: &str, line: Bytes) -> usize {
     }
     let count = recipients.len();
     cx.shared().chat.recipients = recipients;
-    if cx.tracing() {
-        eprintln!("trace #{} chat broadcast to {count} members", cx.token());
-    }
+    cx.trace(format_args!(
+        "#{} chat broadcast to {count} members",
+        cx.token()
+    ));
     count
 }
 

@@ -14,172 +14,21 @@
 //! count) lives in [`Shared`], reached through `cx.shared()`, and
 //! datagram services answer through [`answer_datagram`].
 //!
-//! # The calls a session receives
-//!
-//! ```text
-//!          accept
-//!            |
-//!         on_open ----------------------------.
-//!            |                                |
-//!   +--> on_input (bytes arrived)             |
-//!   |    on_output_drained (room to write)    |   any time:
-//!   |    on_timer (a wake-up it asked for)    |   on_output_full
-//!   |    on_source (its pipe, its job)        |
-//!   +----'   |                                |
-//!       on_peer_closed (read gave EOF)        |
-//!            |                                |
-//!         on_close (exactly once) <-----------'
-//! ```
+//! The trait itself, with the order of the calls a session receives, lives
+//! with the reactor (`reactor::session`), because the reactor is the one
+//! that calls it: services depend on the reactor, never the reverse. The
+//! reactor learns about the services through one small trait,
+//! [`Services`](crate::reactor::Services), which [`Shared`] implements.
 
-use std::fmt;
+use std::any::Any;
 use std::io;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::Throttle;
 use crate::config::Config;
-pub use crate::reactor::{CloseReason, Cx, SourceEvent};
-
-/// Every service the daemon knows, in the order of PROTOCOL.md §1's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ServiceId {
-    Admin,
-    Echo,
-    Discard,
-    Daytime,
-    Chargen,
-    Files,
-    Chat,
-    Exec,
-}
-
-impl ServiceId {
-    pub const ALL: [ServiceId; 8] = [
-        ServiceId::Admin,
-        ServiceId::Echo,
-        ServiceId::Discard,
-        ServiceId::Daytime,
-        ServiceId::Chargen,
-        ServiceId::Files,
-        ServiceId::Chat,
-        ServiceId::Exec,
-    ];
-
-    /// The name used in config keys, the ready file, logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServiceId::Admin => "admin",
-            ServiceId::Echo => "echo",
-            ServiceId::Discard => "discard",
-            ServiceId::Daytime => "daytime",
-            ServiceId::Chargen => "chargen",
-            ServiceId::Files => "files",
-            ServiceId::Chat => "chat",
-            ServiceId::Exec => "exec",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<ServiceId> {
-        ServiceId::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// Port offset from `port_base` (PROTOCOL.md §1).
-    pub fn port_offset(self) -> u16 {
-        match self {
-            ServiceId::Admin => 0,
-            ServiceId::Echo => 7,
-            ServiceId::Discard => 9,
-            ServiceId::Daytime => 13,
-            ServiceId::Chargen => 19,
-            ServiceId::Files => 21,
-            ServiceId::Chat => 194,
-            ServiceId::Exec => 512,
-        }
-    }
-
-    /// Whether the service also answers datagrams on the same port number.
-    pub fn has_udp(self) -> bool {
-        matches!(
-            self,
-            ServiceId::Echo | ServiceId::Discard | ServiceId::Daytime
-        )
-    }
-}
-
-impl fmt::Display for ServiceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// One connection's state machine. Every method has a default, so a
-/// service implements only what its protocol needs.
-pub trait Session {
-    /// The connection was just accepted. Greet the client here.
-    fn on_open(&mut self, cx: &mut Cx<'_>) {
-        let _ = cx;
-    }
-
-    /// Bytes arrived. `input` holds what arrived now after whatever earlier
-    /// input was left unconsumed. Return how many bytes were consumed; the
-    /// reactor keeps the rest (a partial line, a partial frame) and hands
-    /// it back, with what arrives next, on the next call.
-    fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize;
-
-    /// The client shut down its sending side (a read returned 0 bytes).
-    /// `input` is the unconsumed rest, which will never be completed. The
-    /// default closes once the pending output is flushed.
-    fn on_peer_closed(&mut self, input: &[u8], cx: &mut Cx<'_>) {
-        let _ = input;
-        cx.close();
-    }
-
-    /// The unsent output fell below the low watermark: there is room to
-    /// produce more (chargen refills here, exec resumes reading its pipes).
-    /// Called only for sessions whose [`Session::wants_output_drained`] is
-    /// true.
-    fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
-        let _ = cx;
-    }
-
-    /// Whether the session produces output on its own and so needs
-    /// `on_output_drained`. Asked once, when the connection opens: a
-    /// session that only answers input (echo) is then spared a call per
-    /// message.
-    fn wants_output_drained(&self) -> bool {
-        false
-    }
-
-    /// The unsent output passed the service's limit (`max_pending_output`).
-    /// The reactor has already stopped reading this connection (that is
-    /// backpressure); a service may go further and cut the client off.
-    fn on_output_full(&mut self, cx: &mut Cx<'_>) {
-        let _ = cx;
-    }
-
-    /// A wake-up asked for with [`Cx::set_timer`] is due. Wake-ups can be
-    /// stale: check your own deadline against `cx.now()`.
-    fn on_timer(&mut self, cx: &mut Cx<'_>) {
-        let _ = cx;
-    }
-
-    /// A source this connection registered (a pipe, a pidfd) is ready, or
-    /// a job it submitted to the helper pool finished.
-    fn on_source(&mut self, event: SourceEvent, cx: &mut Cx<'_>) {
-        let _ = (event, cx);
-    }
-
-    /// True while the session works on its own (a program running), so an
-    /// idle timeout must not end it even though no byte moves.
-    fn is_busy(&self) -> bool {
-        false
-    }
-
-    /// The connection is ending, for the given reason; called exactly once,
-    /// and nothing is delivered after it. Output written now is still
-    /// flushed (unless the reason is an error) before the FIN.
-    fn on_close(&mut self, reason: CloseReason, cx: &mut Cx<'_>) {
-        let _ = (reason, cx);
-    }
-}
+pub use crate::reactor::{CloseReason, Cx, Session, SourceEvent};
+use crate::reactor::{ServiceLimits, Services};
+pub use crate::service_id::{ServiceId, rejection};
 
 /// State the services share across connections, owned by the reactor and
 /// reached through [`Cx::shared`]. Each service keeps its part in a field.
@@ -221,6 +70,53 @@ impl Shared {
     }
 }
 
+/// How the reactor reaches the services: `Reactor::new` is handed the one
+/// `Shared`, and asks it for sessions, datagram answers and limits.
+impl Services for Shared {
+    fn open_session(&mut self, service: ServiceId) -> Box<dyn Session> {
+        open_session(service, self)
+    }
+
+    fn answer_datagram(
+        &self,
+        service: ServiceId,
+        datagram: &[u8],
+        wall: SystemTime,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        answer_datagram(service, datagram, self, wall, reply)
+    }
+
+    fn limits(&self, service: ServiceId) -> ServiceLimits {
+        let c = self.config.service(service);
+        ServiceLimits {
+            max_connections: c.max_connections,
+            idle_timeout: (c.idle_timeout_s > 0).then(|| Duration::from_secs(c.idle_timeout_s)),
+            max_pending_output: c.max_pending_output,
+        }
+    }
+
+    fn poll(&mut self, now: Instant) -> Option<Instant> {
+        Shared::poll(self, now)
+    }
+
+    fn is_busy(&self) -> bool {
+        Shared::is_busy(self)
+    }
+}
+
+impl Cx<'_> {
+    /// What the services share (chat rooms, the exec key, the throttle).
+    pub fn shared(&mut self) -> &mut Shared {
+        let services: &mut dyn Any = self.services();
+        // The daemon builds its reactor with `Shared`, so this holds for
+        // every session it runs.
+        services
+            .downcast_mut::<Shared>()
+            .expect("the reactor hosts services::Shared")
+    }
+}
+
 /// Creates the session for a connection just accepted on `service`.
 pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session> {
     match service {
@@ -249,21 +145,6 @@ pub fn is_implemented(service: ServiceId) -> bool {
             | ServiceId::Chat
             | ServiceId::Exec
     )
-}
-
-/// What a service sends to a client turned away by a connection limit,
-/// before the daemon closes the connection (PROTOCOL.md §6).
-pub fn rejection(service: ServiceId) -> &'static [u8] {
-    match service {
-        ServiceId::Chat => b"! error: too many connections\n",
-        ServiceId::Exec | ServiceId::Files => {
-            b"\x00\x00\x00\x3d{\"type\":\"error\",\"code\":\"busy\",\"error\":\"too many connections\"}"
-        }
-        ServiceId::Admin => {
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
-        }
-        _ => b"",
-    }
 }
 
 /// Answers one datagram for a UDP service. Writes the reply into `reply`

@@ -1,0 +1,158 @@
+//! Closing: FIN after the output, lingering for the client's, and shutdown.
+
+use std::io;
+use std::time::Instant;
+
+use super::connection::Phase;
+use super::timers::Wake;
+use super::{CloseReason, LINGER, LINGER_ON_SHUTDOWN, Reactor, SHUTDOWN_GRACE, Source};
+
+use super::trace::trace;
+
+impl Reactor {
+    /// Step 8 of a turn: the slab entries of connections that ended go now,
+    /// after the whole event batch, so no stale event of this batch can
+    /// reach a new connection that reuses a key.
+    pub(super) fn free_dead(&mut self) {
+        for key in self.core.dead.drain(..) {
+            self.sources.remove(key);
+        }
+    }
+
+    /// Shutdown is over when every connection has flushed its output and
+    /// sent its FIN, and shared state has nothing running (children
+    /// reaped). Connections still lingering for their client's FIN get a
+    /// second to see it; after [`SHUTDOWN_GRACE`] the daemon stops anyway.
+    pub(super) fn shutdown_finished(&self) -> bool {
+        let Some(began) = self.core.shutdown else {
+            return false;
+        };
+        let now = Instant::now();
+        if now >= began + SHUTDOWN_GRACE {
+            return true;
+        }
+        if self.core.shared.is_busy() {
+            return false;
+        }
+        let mut lingering = false;
+        for (_, source) in self.sources.iter() {
+            if let Source::Conn(c) = source {
+                match c.phase {
+                    Phase::Open | Phase::Closing => return false,
+                    Phase::Lingering => lingering = true,
+                    Phase::Dead => {}
+                }
+            }
+        }
+        !lingering || now >= began + LINGER_ON_SHUTDOWN
+    }
+
+    /// Starts ending a connection: tells the session (once). The caller
+    /// then runs the write pass, which flushes what is pending and sends
+    /// the FIN once everything is out.
+    pub(super) fn begin_close(&mut self, key: usize, reason: CloseReason) {
+        let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        conn.set_phase(key, Phase::Closing, self.core.trace);
+        conn.input = Vec::new();
+        trace!(
+            self.core.trace,
+            "#{key} {} closing ({reason})", conn.service
+        );
+        self.core
+            .timers
+            .schedule(self.core.now + LINGER, key, Wake::Linger);
+        self.tell_close(key, reason);
+    }
+
+    /// Calls `on_close` unless it was called already. What the session
+    /// writes in it is staged like any callback's output, and written by
+    /// the write pass that follows (then the FIN), unless the connection
+    /// failed.
+    pub(super) fn tell_close(&mut self, key: usize, reason: CloseReason) {
+        let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
+            return;
+        };
+        if conn.told_close {
+            return;
+        }
+        conn.told_close = true;
+        if let Some(((), close)) = self.invoke(key, None, |s, cx| s.on_close(reason, cx)) {
+            // The connection is closing already; only an abort changes
+            // anything (it drops the output).
+            self.close_if_asked(key, close, reason);
+        }
+    }
+
+    /// A read or write failed: the connection is beyond saving.
+    pub(super) fn fail(&mut self, key: usize, e: &io::Error) {
+        if let Some(Source::Conn(conn)) = self.sources.get(key) {
+            log::debug!("{} connection #{key}: {e}", conn.service);
+        }
+        self.tell_close(key, CloseReason::Error);
+        self.kill(key);
+    }
+
+    /// Deregisters and frees a connection (the slab entry goes after the turn).
+    pub(super) fn kill(&mut self, key: usize) {
+        self.tell_close(key, CloseReason::Error);
+        let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
+            return;
+        };
+        if conn.phase == Phase::Dead {
+            return;
+        }
+        conn.set_phase(key, Phase::Dead, self.core.trace);
+        let _ = self.core.registry.deregister(conn.stream.source());
+        self.core.open -= 1;
+        self.core.metrics.service_mut(conn.service).connections_open -= 1;
+        trace!(self.core.trace, "#{key} {} closed", conn.service);
+        let (owned, serial) = (conn.owned_sources, conn.serial);
+        // What the session staged in `on_close` has nowhere to go.
+        self.core.staged.discard();
+        // Dropping the session now releases what it holds (pipes, files).
+        conn.session = None;
+        conn.outbox = None;
+        conn.input = Vec::new();
+        if owned > 0 {
+            // The session forgot to deregister sources it registered; the
+            // descriptors closed with it, only the routing entries remain.
+            for (k, s) in self.sources.iter_mut() {
+                if matches!(s, Source::Owned { owner, serial: sn } if *owner == key && *sn == serial)
+                {
+                    *s = Source::Vacated;
+                    self.core.dead.push(k);
+                }
+            }
+        }
+        self.core.dead.push(key);
+    }
+
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.core.shutdown.is_some() {
+            return;
+        }
+        log::info!("shutting down: closing {} connection(s)", self.core.open);
+        self.core.shutdown = Some(Instant::now());
+        let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match self.sources.get_mut(key) {
+                Some(Source::Listener(_)) | Some(Source::Datagram(_)) => {
+                    // Stop accepting: dropping a listener closes it (and
+                    // removes a Unix socket's path).
+                    self.sources[key] = Source::Vacated;
+                    self.core.dead.push(key);
+                }
+                Some(Source::Conn(_)) => {
+                    self.begin_close(key, CloseReason::Shutdown);
+                    self.pump(key);
+                }
+                _ => {}
+            }
+        }
+    }
+}

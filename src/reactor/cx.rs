@@ -1,0 +1,185 @@
+//! `Cx`: what a session may do during one callback.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use mio::{Interest, Token};
+
+use super::Services;
+use super::timers::Wake;
+use super::{Closing, Cx, Job, Metrics, Source};
+use crate::service_id::ServiceId;
+
+impl Cx<'_> {
+    /// The time of this loop turn.
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// The wall-clock time of this loop turn.
+    pub fn wall_time(&self) -> SystemTime {
+        self.core.wall
+    }
+
+    /// This connection's token.
+    pub fn token(&self) -> usize {
+        self.key
+    }
+
+    /// This connection's serial number (unique over the daemon's life).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    pub fn service(&self) -> ServiceId {
+        self.service
+    }
+
+    /// The client's address, asked of the kernel (`None` on a Unix socket).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self.sources.get(self.key) {
+            Some(Source::Conn(c)) => c.stream.peer_addr(),
+            _ => None,
+        }
+    }
+
+    /// The services hosted, as the reactor knows them. Services reach
+    /// their own shared state through `Cx::shared`, which is built on this.
+    pub fn services(&mut self) -> &mut dyn Services {
+        self.core.shared.as_mut()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.core.metrics
+    }
+
+    /// Connections open over all services.
+    pub fn open_connections(&self) -> usize {
+        self.core.open
+    }
+
+    /// Whether `--trace` is on, for services that trace their own steps.
+    pub fn tracing(&self) -> bool {
+        self.core.trace.on()
+    }
+
+    /// Prints one `--trace` line for this connection's service, stamped
+    /// like the reactor's own; formatted only when tracing is on. Call it
+    /// as `cx.trace(format_args!(...))`.
+    pub fn trace(&self, args: std::fmt::Arguments<'_>) {
+        if self.core.trace.on() {
+            self.core.trace.line(args);
+        }
+    }
+
+    /// Queues bytes for this connection (copied).
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.core.staged.write(bytes);
+    }
+
+    /// Queues a shared chunk for this connection, without copying it.
+    pub fn write_shared(&mut self, bytes: Bytes) {
+        self.core.staged.push_shared(bytes);
+    }
+
+    /// Lets an encoder serialise straight into this connection's output.
+    pub fn write_with<R>(&mut self, f: impl FnOnce(&mut bytes::BytesMut) -> R) -> R {
+        self.core.staged.append_with(f)
+    }
+
+    /// Bytes queued for this connection and not yet accepted by the kernel.
+    pub fn pending_output(&self) -> usize {
+        let own = match self.sources.get(self.key) {
+            Some(Source::Conn(c)) => c.pending_output(),
+            _ => 0,
+        };
+        own + self.core.staged.len()
+    }
+
+    /// This service's `max_pending_output`.
+    pub fn output_limit(&self) -> usize {
+        self.core.limits[self.service as usize].high_water
+    }
+
+    /// Queues a shared chunk for another connection, identified by token
+    /// and serial. Delivered when this callback returns; silently dropped
+    /// if that connection is gone or closing by then.
+    pub fn send_to(&mut self, token: usize, serial: u64, bytes: Bytes) {
+        self.core.mail.push((token, serial, bytes));
+    }
+
+    /// Ends the connection after the pending output is flushed (FIN, not RST).
+    pub fn close(&mut self) {
+        self.close.get_or_insert(Closing::Graceful);
+    }
+
+    /// Ends the connection at once, dropping pending output.
+    pub fn abort(&mut self) {
+        self.close = Some(Closing::Abort);
+    }
+
+    /// Stops (`true`) or resumes (`false`) handing this session input,
+    /// independently of backpressure. A session whose consumer is slow (a
+    /// child's stdin pipe) uses it to push back on its client.
+    pub fn hold_input(&mut self, hold: bool) {
+        let key = self.key;
+        if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
+            let was = c.held;
+            c.held = hold;
+            if was && !hold && c.read_ready && !c.queued {
+                c.queued = true;
+                self.core.ready.push_back(key);
+            }
+        }
+    }
+
+    /// Asks for an `on_timer` call at `at` (or soon after). Ask only when
+    /// the deadline moves earlier: wake-ups are not cancelled, and a stale
+    /// one simply finds nothing due.
+    pub fn set_timer(&mut self, at: Instant) {
+        self.core.timers.schedule(at, self.key, Wake::Session);
+    }
+
+    /// Registers a source this connection owns (a pipe, a pidfd): its
+    /// events arrive as [`SourceEvent::Ready`] with the returned token.
+    /// Deregister it with [`Cx::deregister`] before dropping it.
+    pub fn register(
+        &mut self,
+        source: &mut dyn mio::event::Source,
+        interest: Interest,
+    ) -> io::Result<usize> {
+        let entry = self.sources.vacant_entry();
+        let token = entry.key();
+        self.core
+            .registry
+            .register(source, Token(token), interest)?;
+        entry.insert(Source::Owned {
+            owner: self.key,
+            serial: self.serial,
+        });
+        if let Some(Source::Conn(c)) = self.sources.get_mut(self.key) {
+            c.owned_sources = c.owned_sources.saturating_add(1);
+        }
+        Ok(token)
+    }
+
+    /// Deregisters a source registered with [`Cx::register`].
+    pub fn deregister(&mut self, source: &mut dyn mio::event::Source, token: usize) {
+        let _ = self.core.registry.deregister(source);
+        if let Some(entry @ Source::Owned { .. }) = self.sources.get_mut(token) {
+            *entry = Source::Vacated;
+            self.core.dead.push(token);
+        }
+        if let Some(Source::Conn(c)) = self.sources.get_mut(self.key) {
+            c.owned_sources = c.owned_sources.saturating_sub(1);
+        }
+    }
+
+    /// Runs blocking work on the helper pool; the result comes back as
+    /// [`SourceEvent::Job`].
+    pub fn submit(&mut self, job: Job) {
+        self.core.pool.submit(self.key, self.serial, job);
+    }
+}
