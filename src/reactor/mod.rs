@@ -108,8 +108,8 @@ pub use listener::ListenSocket;
 use listener::{Listener, Reserve, UdpEndpoint};
 pub use metrics::Metrics;
 pub use outbox::Outbox;
-use pool::Pool;
-pub use pool::{Job, JobResult};
+pub use pool::{Job, JobError, JobOutput, QueueFull};
+use pool::{POOL_THREADS, Pool};
 use timers::{Timers, Wake};
 
 /// Bytes one read may take; also the size of the shared read buffer. Larger
@@ -136,8 +136,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const LINGER_ON_SHUTDOWN: Duration = Duration::from_secs(1);
 /// Retry delay for a listener paused by descriptor exhaustion.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Helper threads for blocking work, started on first use.
-const POOL_THREADS: usize = 2;
 
 /// Why a connection ends, as told to its session's `on_close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,8 +174,13 @@ pub enum SourceEvent {
         /// The other end hung up (a pipe's writer closed, say).
         closed: bool,
     },
-    /// A job submitted with [`Cx::submit`] finished.
-    Job(JobResult),
+    /// A job submitted with [`Cx::submit`] finished (or was cancelled
+    /// because the daemon is stopping).
+    Job {
+        /// The tag the job was created with.
+        tag: u64,
+        result: Result<JobOutput, JobError>,
+    },
 }
 
 /// A bound socket handed to the reactor by the daemon.
@@ -590,13 +593,7 @@ impl Reactor {
                     self.begin_shutdown();
                 }
             }
-            Source::Waker => {
-                for done in self.core.pool.take_completed() {
-                    self.call(done.token, Some(done.serial), |s, cx| {
-                        s.on_source(SourceEvent::Job(done.result), cx)
-                    });
-                }
-            }
+            Source::Waker => self.deliver_jobs(),
             Source::Vacated => {}
         }
     }
@@ -1305,6 +1302,7 @@ impl Reactor {
         }
         log::info!("shutting down: closing {} connection(s)", self.core.open);
         self.core.shutdown = Some(Instant::now());
+        self.core.pool.cancel_queued();
         let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.sources.get_mut(key) {
@@ -1666,11 +1664,5 @@ impl Cx<'_> {
         if let Some(Source::Conn(c)) = self.sources.get_mut(self.key) {
             c.owned_sources = c.owned_sources.saturating_sub(1);
         }
-    }
-
-    /// Runs blocking work on the helper pool; the result comes back as
-    /// [`SourceEvent::Job`].
-    pub fn submit(&mut self, job: Job) {
-        self.core.pool.submit(self.key, self.serial, job);
     }
 }
