@@ -90,6 +90,7 @@ mod listener;
 pub mod metrics;
 mod outbox;
 mod pool;
+mod sendfile;
 mod timers;
 
 use std::collections::VecDeque;
