@@ -90,6 +90,8 @@ mod listener;
 pub mod metrics;
 mod outbox;
 mod pool;
+#[cfg(test)]
+mod seam_tests;
 mod sendfile;
 mod timers;
 
