@@ -39,18 +39,22 @@
 //!   session as [`JobError::Panicked`]; the helper lives on. A pool that
 //!   silently lost a thread per bug would end with none.
 //! - A result whose connection is gone (its token is free, or reused by a
-//!   newer connection with another serial number) reaches nobody. If the
-//!   job produced something that must be undone (a staged temporary file,
-//!   a child), it says so with [`Job::on_orphan`]: that cleanup runs, on a
-//!   helper since it may block too, exactly when the result is not
-//!   delivered. It gets the job's output, or [`JobOutput::Unit`] when there
-//!   is none (the job failed, or never ran).
-//! - When the daemon begins to stop, jobs still queued are cancelled: their
-//!   sessions hear [`JobError::Cancelled`] (or, with the connection gone,
-//!   their cleanup runs). When the reactor is dropped, the pool waits at
-//!   most [`SHUTDOWN_WAIT`] for running jobs; a job stuck longer (a hung
-//!   NFS mount) is abandoned with its thread, since the process is exiting
-//!   anyway.
+//!   newer connection with another serial number) reaches nobody; nor does
+//!   one whose session was already told `on_close`, after which, as the
+//!   `Session` contract says, nothing is delivered. If the job produced
+//!   something that must be undone (a staged temporary file, a child), it
+//!   says so with [`Job::on_orphan`]: that cleanup runs, on a helper since
+//!   it may block too, exactly when the result is not delivered. It gets
+//!   the job's output, or [`JobOutput::Unit`] when there is none (the job
+//!   failed, or never ran). A session that needs a result before it ends
+//!   waits for it before closing.
+//! - When the daemon begins to stop, jobs still queued are cancelled, and
+//!   their sessions hear [`JobError::Cancelled`] at once, before their
+//!   `on_close`. Jobs already running finish; their results come after
+//!   `on_close`, so they go to their cleanups. When the reactor is
+//!   dropped, the pool waits at most [`SHUTDOWN_WAIT`] for running jobs; a
+//!   job stuck longer (a hung NFS mount) is abandoned with its thread,
+//!   since the process is exiting anyway.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -62,7 +66,6 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
-use super::connection::Phase;
 use super::{Cx, Reactor, Source, SourceEvent};
 
 /// Helper threads for blocking work, started on first use. Two keep one
@@ -503,17 +506,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 impl Reactor {
     /// Hands finished jobs to their sessions (the waker's token fired). A
-    /// result whose connection is gone goes to its cleanup instead.
+    /// result whose connection is gone, or whose session was told
+    /// `on_close`, goes to its cleanup instead.
     pub(super) fn deliver_jobs(&mut self) {
         for done in self.core.pool.take_completed() {
-            let live = matches!(
+            let listening = matches!(
                 self.sources.get(done.token),
-                Some(Source::Conn(c)) if c.serial == done.serial && c.phase != Phase::Dead
+                Some(Source::Conn(c)) if c.serial == done.serial && !c.told_close
             );
-            if !live {
+            if !listening {
                 if self.core.trace {
                     eprintln!(
-                        "trace #{} job {} orphaned: connection gone",
+                        "trace #{} job {} orphaned: connection closed",
                         done.token, done.tag
                     );
                 }
@@ -531,6 +535,13 @@ impl Reactor {
                 s.on_source(SourceEvent::Job { tag, result }, cx)
             });
         }
+    }
+
+    /// The daemon begins to stop: jobs not yet started are cancelled, and
+    /// their sessions told so now, before they hear `on_close`.
+    pub(super) fn cancel_jobs(&mut self) {
+        self.core.pool.cancel_queued();
+        self.deliver_jobs();
     }
 }
 

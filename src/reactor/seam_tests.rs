@@ -26,6 +26,8 @@ struct Seen {
     /// `pending_output()` at each `on_output_drained`.
     drained_at: Vec<usize>,
     closed: Vec<CloseReason>,
+    /// "job" and "close", in the order they came.
+    order: Vec<&'static str>,
 }
 
 struct Probe {
@@ -44,11 +46,15 @@ impl Session for Probe {
     }
     fn on_source(&mut self, event: SourceEvent, _cx: &mut Cx<'_>) {
         if let SourceEvent::Job { tag, result } = event {
-            self.seen.borrow_mut().jobs.push((tag, result));
+            let mut seen = self.seen.borrow_mut();
+            seen.jobs.push((tag, result));
+            seen.order.push("job");
         }
     }
     fn on_close(&mut self, reason: CloseReason, _cx: &mut Cx<'_>) {
-        self.seen.borrow_mut().closed.push(reason);
+        let mut seen = self.seen.borrow_mut();
+        seen.closed.push(reason);
+        seen.order.push("close");
     }
 }
 
@@ -218,42 +224,48 @@ fn a_session_sees_the_queue_full_and_gets_its_job_back() {
 }
 
 #[test]
-fn shutdown_cancels_queued_jobs_and_tells_their_sessions() {
+fn shutdown_tells_sessions_of_cancelled_jobs_before_closing_them() {
     let mut r = reactor();
     let (key, seen, _client) = connect(&mut r);
     // Every helper is kept busy, so the last job waits in the queue.
-    let gates: Vec<_> = (1..=POOL_THREADS as u64).map(gated).collect();
-    let queued = POOL_THREADS as u64 + 1;
+    let (cleaned_tx, cleaned) = mpsc::channel();
     let mut releases = Vec::new();
-    for (job, started, release) in gates {
+    for (job, started, release) in (1..=POOL_THREADS as u64).map(gated) {
+        let cleaned_tx = cleaned_tx.clone();
+        let job = job.on_orphan(move |out| cleaned_tx.send(out).unwrap());
         r.call(key, None, |_, cx| cx.submit(job).unwrap());
         started.recv_timeout(WAIT).unwrap();
         releases.push(release);
     }
+    let queued = POOL_THREADS as u64 + 1;
     r.call(key, None, |_, cx| {
         cx.submit(Job::new(queued, || Ok(JobOutput::Unit))).unwrap()
     });
     r.begin_shutdown();
-    turn_until(&mut r, |_| !seen.borrow().jobs.is_empty());
     {
         let seen = seen.borrow();
+        assert_eq!(seen.order, ["job", "close"], "cancelled, then closed");
         assert!(
-            matches!(seen.jobs[0], (tag, Err(JobError::Cancelled)) if tag == queued),
+            matches!(seen.jobs[..], [(tag, Err(JobError::Cancelled))] if tag == queued),
             "{:?}",
             seen.jobs
         );
         assert_eq!(seen.closed, [CloseReason::Shutdown]);
     }
-    // The running jobs were spared, and still reach their closing session.
+    // The running jobs were spared; they finish after `on_close`, so their
+    // results go to their cleanups, not to the closed session.
     for release in releases {
         release.send(()).unwrap();
     }
-    turn_until(&mut r, |_| seen.borrow().jobs.len() == 1 + POOL_THREADS);
-    assert!(
-        seen.borrow().jobs[1..]
-            .iter()
-            .all(|j| matches!(j, (_, Ok(JobOutput::Size(_)))))
-    );
+    let deadline = Instant::now() + WAIT;
+    let mut outputs = Vec::new();
+    while outputs.len() < POOL_THREADS {
+        assert!(Instant::now() < deadline, "cleanups did not run");
+        turn(&mut r, Duration::from_millis(20));
+        outputs.extend(cleaned.try_iter());
+    }
+    assert!(outputs.iter().all(|o| matches!(o, JobOutput::Size(_))));
+    assert_eq!(seen.borrow().jobs.len(), 1, "nothing after on_close");
 }
 
 // ----- File ranges --------------------------------------------------------
