@@ -94,7 +94,9 @@ pub enum JobOutput {
     Size(u64),
     /// An opened file, handed to the loop (to `Cx::send_file`, say).
     File(std::fs::File),
-    /// A spawned child process.
+    /// A spawned child process. Dropping a `Child` neither kills nor reaps
+    /// it, so a job that spawns one sets an [`Job::on_orphan`] cleanup that
+    /// does both.
     Child(std::process::Child),
 }
 
@@ -217,8 +219,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when a task is queued, and when one finishes (the pool's
-    /// drop waits on it).
+    /// Signalled when a task is queued, and, once the pool is closing,
+    /// when one finishes (the pool's drop waits on it).
     changed: Condvar,
     /// Pokes the loop's `poll()` after a completion is queued.
     waker: Arc<Waker>,
@@ -455,7 +457,10 @@ fn helper(shared: &Shared) {
                 let _ = shared.waker.wake();
             }
         }
-        shared.changed.notify_all();
+        if state.closing {
+            // The pool's drop waits for the last task to finish.
+            shared.changed.notify_all();
+        }
     }
 }
 
