@@ -138,6 +138,7 @@ impl Reactor {
         }
         log::info!("shutting down: closing {} connection(s)", self.core.open);
         self.core.shutdown = Some(Instant::now());
+        self.cancel_jobs();
         let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.sources.get_mut(key) {

@@ -9,7 +9,7 @@ use mio::{Interest, Token};
 
 use super::Services;
 use super::timers::Wake;
-use super::{Closing, Cx, Job, Metrics, Source};
+use super::{Closing, Cx, Metrics, Source};
 use crate::service_id::ServiceId;
 
 impl Cx<'_> {
@@ -175,11 +175,5 @@ impl Cx<'_> {
         if let Some(Source::Conn(c)) = self.sources.get_mut(self.key) {
             c.owned_sources = c.owned_sources.saturating_sub(1);
         }
-    }
-
-    /// Runs blocking work on the helper pool; the result comes back as
-    /// [`SourceEvent::Job`].
-    pub fn submit(&mut self, job: Job) {
-        self.core.pool.submit(self.key, self.serial, job);
     }
 }

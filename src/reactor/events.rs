@@ -189,13 +189,7 @@ impl Reactor {
                     self.begin_shutdown();
                 }
             }
-            Source::Waker => {
-                for done in self.core.pool.take_completed() {
-                    self.call(done.token, Some(done.serial), |s, cx| {
-                        s.on_source(SourceEvent::Job(done.result), cx)
-                    });
-                }
-            }
+            Source::Waker => self.deliver_jobs(),
             Source::Vacated => {}
         }
     }

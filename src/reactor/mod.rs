@@ -113,6 +113,9 @@ pub mod metrics;
 mod outbox;
 mod pool;
 mod read;
+#[cfg(test)]
+mod seam_tests;
+mod sendfile;
 mod session;
 mod timers;
 mod trace;
@@ -133,8 +136,8 @@ pub use listener::ListenSocket;
 use listener::{Listener, Reserve, UdpEndpoint};
 pub use metrics::Metrics;
 pub use outbox::Outbox;
-use pool::Pool;
-pub use pool::{Job, JobResult};
+pub use pool::{Job, JobError, JobOutput, QueueFull};
+use pool::{POOL_THREADS, Pool};
 pub use session::{CloseReason, ServiceLimits, Services, Session, SourceEvent};
 use timers::Timers;
 use trace::Tracer;
@@ -165,8 +168,6 @@ const LINGER_ON_SHUTDOWN: Duration = Duration::from_secs(1);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 /// Retry delay for a listener paused by descriptor exhaustion.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Helper threads for blocking work, started on first use.
-const POOL_THREADS: usize = 2;
 
 /// A bound socket handed to the reactor by the daemon.
 pub enum Bound {

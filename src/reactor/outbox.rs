@@ -20,6 +20,35 @@
 //! are first frozen into a chunk of their own so the order is kept. A flush
 //! hands up to [`MAX_IOVECS`] chunks to one `writev()`.
 //!
+//! # File ranges
+//!
+//! A file is not read into memory to be sent: [`Cx::send_file`] queues a
+//! *range* (an open file, an offset, a length) in `files`, and the flush
+//! hands it to `sendfile(2)` one window at a time (see the `sendfile`
+//! module for why, and for the copying fallback). Order with bytes is kept
+//! by counting chunks: a range records how many chunks sit before it
+//! (`chunks_before`), and queuing one freezes the private tail first, so
+//! the tail always comes after every range. Until a range's turn comes, a
+//! flush writes only the chunks before it.
+//!
+//! Backpressure counts a range as at most one [`FILE_WINDOW`] of pending
+//! output, not its full length: a 1 GiB range is not 1 GiB of memory (the
+//! bytes stay in the page cache until the kernel sends them), and counting
+//! it whole would keep the connection above its high watermark for the
+//! entire transfer, so the watermarks would mean nothing to a session that
+//! also writes bytes. Counted as one window, a range keeps the connection
+//! reading, and `pending_output` falls below the low watermark (the
+//! session's `on_output_drained`) only once the range is nearly done: the
+//! moment to queue the next thing. A service whose `max_pending_output` is
+//! below one window will see `on_output_full` for a range on its own.
+//!
+//! A range the file can no longer fill (the file was truncated underneath:
+//! `sendfile` returns 0 before the range is done) cannot be finished
+//! honestly. The peer was promised its length, and padding it or ending
+//! cleanly would both lie, so the flush fails with `UnexpectedEof`: the
+//! reactor logs it and ends the connection at once, without a graceful
+//! close, so the peer sees the stream end short of what was announced.
+//!
 //! # Memory
 //!
 //! An empty outbox owns no heap memory: `VecDeque::new()` and
@@ -28,9 +57,14 @@
 //! the struct itself.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+
+use super::Cx;
+use super::sendfile::{self, FILE_WINDOW, FileSink};
 
 /// How many chunks one `writev()` is given. Linux accepts up to 1024
 /// (`IOV_MAX`); 64 is plenty to batch a burst of broadcast lines and keeps
@@ -43,11 +77,41 @@ pub struct Outbox {
     /// Frozen chunks waiting to be written, oldest first. Shared broadcast
     /// lines live here by reference.
     chunks: VecDeque<Bytes>,
-    /// Private bytes appended after the last chunk.
+    /// Private bytes appended after the last chunk (and after every file
+    /// range: queuing a range freezes the tail first).
     tail: BytesMut,
-    /// Total unsent bytes in `chunks` and `tail`; compared against the
-    /// backpressure watermarks after every change.
+    /// Total unsent bytes in `chunks` and `tail`. With `files`, what
+    /// [`Outbox::len`] compares against the backpressure watermarks.
     len: usize,
+    /// File ranges waiting to be sent, oldest first; empty (and without
+    /// capacity) unless the connection serves files.
+    files: VecDeque<FileRange>,
+}
+
+/// Part of a file queued for sending.
+#[derive(Debug)]
+struct FileRange {
+    file: Arc<File>,
+    /// Where the next byte comes from. The file's own position is never
+    /// used, so one file may be sent to many connections at once.
+    offset: u64,
+    /// Bytes still to send.
+    remaining: u64,
+    /// Bytes of the range already sent, for the log if it ends early.
+    sent: u64,
+    /// Chunks queued between the previous range (or the front) and this
+    /// one: they leave first. Goes down as they are written.
+    chunks_before: usize,
+    /// How bytes leave the file; switches to `Copy` for good when
+    /// `sendfile` refuses this pair of descriptors.
+    method: Method,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Sendfile,
+    /// `pread` + `write` ([`sendfile::copy_range`]).
+    Copy,
 }
 
 impl Outbox {
@@ -55,13 +119,19 @@ impl Outbox {
         Outbox::default()
     }
 
-    /// Unsent bytes.
+    /// Unsent output as backpressure sees it: every queued byte, plus at
+    /// most one [`FILE_WINDOW`] per file range (module docs).
     pub fn len(&self) -> usize {
         self.len
+            + self
+                .files
+                .iter()
+                .map(|r| r.remaining.min(FILE_WINDOW as u64) as usize)
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && self.files.is_empty()
     }
 
     /// Appends private bytes (copied).
@@ -80,6 +150,24 @@ impl Outbox {
         self.chunks.push_back(chunk);
     }
 
+    /// Appends `len` bytes of `file` from `offset`, sent after everything
+    /// queued before it and before everything queued after it.
+    pub fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.freeze_tail();
+        let ahead: usize = self.files.iter().map(|r| r.chunks_before).sum();
+        self.files.push_back(FileRange {
+            file,
+            offset,
+            remaining: len,
+            sent: 0,
+            chunks_before: self.chunks.len() - ahead,
+            method: Method::Sendfile,
+        });
+    }
+
     /// Lets an encoder serialise straight into the private tail (frames,
     /// formatted lines), counting what it appended.
     pub fn append_with<R>(&mut self, f: impl FnOnce(&mut BytesMut) -> R) -> R {
@@ -96,7 +184,11 @@ impl Outbox {
         if other.is_empty() {
             return;
         }
-        if self.is_empty() && self.chunks.capacity() == 0 && self.tail.capacity() == 0 {
+        if self.is_empty()
+            && self.chunks.capacity() == 0
+            && self.tail.capacity() == 0
+            && self.files.capacity() == 0
+        {
             // Common case: just take the remainder, cheaply. The scratch
             // keeps no capacity, which is what a *connection* should keep
             // either; the scratch re-grows on its next use.
@@ -104,21 +196,44 @@ impl Outbox {
             return;
         }
         self.freeze_tail();
+        if let Some(first) = other.files.front_mut() {
+            // Its chunk count was from the front of `other`; here the
+            // chunks after our own last range come before it too.
+            let ahead: usize = self.files.iter().map(|r| r.chunks_before).sum();
+            first.chunks_before += self.chunks.len() - ahead;
+        }
         self.chunks.extend(other.chunks.drain(..));
         if !other.tail.is_empty() {
             self.chunks.push_back(other.tail.split().freeze());
         }
+        self.files.extend(other.files.drain(..));
         self.len += other.len;
         other.len = 0;
     }
 
     /// Writes as much as the socket takes, up to `budget` bytes, with one
-    /// `writev()` per round. Returns the bytes written and whether the
-    /// socket refused more (`WouldBlock` or a partial write): in that case
-    /// the caller waits for the next writable event instead of trying again.
-    pub fn flush_to<W: Write>(&mut self, w: &mut W, budget: usize) -> io::Result<Flushed> {
+    /// `writev()` per round, and file ranges one window per round. Returns
+    /// the bytes written and whether the socket refused more (`WouldBlock`
+    /// or a partial write): in that case the caller waits for the next
+    /// writable event instead of trying again. Fails with `UnexpectedEof`
+    /// when a file range's file ended early (module docs).
+    pub fn flush_to<W: FileSink>(&mut self, w: &mut W, budget: usize) -> io::Result<Flushed> {
         let mut written = 0;
         while !self.is_empty() && written < budget {
+            if self.files.front().is_some_and(|r| r.chunks_before == 0) {
+                match self.flush_file(w, budget - written)? {
+                    Some(n) => {
+                        written += n;
+                        continue;
+                    }
+                    None => {
+                        return Ok(Flushed {
+                            bytes: written,
+                            blocked: true,
+                        });
+                    }
+                }
+            }
             let n = if let Some(only) = self.single_slice() {
                 // The common case (an echo, a reply): one buffer, so a plain
                 // `send()`, without building an iovec array for `writev()`.
@@ -145,11 +260,16 @@ impl Outbox {
             } else {
                 let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
-                for chunk in self.chunks.iter().take(MAX_IOVECS - 1) {
+                // Only the chunks before the next file range may go now.
+                let (most, with_tail) = match self.files.front() {
+                    None => (MAX_IOVECS - 1, true),
+                    Some(r) => (r.chunks_before.min(MAX_IOVECS), false),
+                };
+                for chunk in self.chunks.iter().take(most) {
                     slices[count] = IoSlice::new(chunk);
                     count += 1;
                 }
-                if !self.tail.is_empty() && count < MAX_IOVECS {
+                if with_tail && !self.tail.is_empty() && count < MAX_IOVECS {
                     slices[count] = IoSlice::new(&self.tail);
                     count += 1;
                 }
@@ -191,12 +311,65 @@ impl Outbox {
         })
     }
 
-    /// The unsent bytes, when they are one contiguous slice.
+    /// The bytes to send now, when they are one contiguous slice.
     fn single_slice(&self) -> Option<&[u8]> {
+        if let Some(next) = self.files.front() {
+            // Only the chunks before the next range may go; the tail is
+            // behind it.
+            return (next.chunks_before == 1).then(|| &self.chunks[0][..]);
+        }
         match (self.chunks.len(), self.tail.is_empty()) {
             (0, _) => Some(&self.tail),
             (1, true) => self.chunks.front().map(|c| &c[..]),
             _ => None,
+        }
+    }
+
+    /// Sends one window of the front file range, within `room` bytes.
+    /// Returns the bytes sent, or `None` when the socket would take none.
+    fn flush_file<W: FileSink>(&mut self, w: &mut W, room: usize) -> io::Result<Option<usize>> {
+        let Some(range) = self.files.front_mut() else {
+            return Ok(Some(0));
+        };
+        let want = range.remaining.min(FILE_WINDOW.min(room) as u64) as usize;
+        loop {
+            let result = match range.method {
+                Method::Sendfile => w.sendfile(&range.file, range.offset, want),
+                Method::Copy => sendfile::copy_range(w, &range.file, range.offset, want),
+            };
+            match result {
+                Ok(0) => {
+                    let total = range.sent + range.remaining;
+                    log::warn!(
+                        "file range ended early (truncated underneath?): {} of {total} bytes sent; ending the connection",
+                        range.sent
+                    );
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("file ended after {} of {total} bytes", range.sent),
+                    ));
+                }
+                Ok(n) => {
+                    range.offset += n as u64;
+                    range.remaining -= n as u64;
+                    range.sent += n as u64;
+                    if range.remaining == 0 {
+                        self.files.pop_front();
+                    }
+                    // Unlike a short `write()`, a short `sendfile()` does
+                    // not prove the socket is full: the file may have
+                    // ended. The caller goes on, and the next call tells
+                    // (`WouldBlock`, or 0 for a file cut short).
+                    return Ok(Some(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if range.method == Method::Sendfile && sendfile::unsupported(&e) => {
+                    log::debug!("sendfile refused ({e}); copying this range instead");
+                    range.method = Method::Copy;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -215,6 +388,9 @@ impl Outbox {
             if self.tail.capacity() > 0 {
                 self.tail = BytesMut::new();
             }
+            if self.files.capacity() > 0 {
+                self.files = VecDeque::new();
+            }
         }
     }
 
@@ -232,6 +408,9 @@ impl Outbox {
                 Some(chunk) if chunk.len() <= n => {
                     n -= chunk.len();
                     self.chunks.pop_front();
+                    if let Some(next) = self.files.front_mut() {
+                        next.chunks_before -= 1;
+                    }
                 }
                 Some(chunk) => {
                     chunk.advance(n);
@@ -255,9 +434,25 @@ pub struct Flushed {
     pub blocked: bool,
 }
 
+impl Cx<'_> {
+    /// Queues `len` bytes of `file` from `offset` for this connection,
+    /// after whatever output is queued before it. The bytes go by
+    /// `sendfile(2)` (copied if the kernel refuses), a window per turn. A
+    /// range counts as at most one window of pending output, so
+    /// `on_output_drained` comes when it is nearly done. If the file turns
+    /// out shorter than promised, the connection is ended at once.
+    pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        self.core.staged.push_file(file, offset, len);
+    }
+}
+
+#[cfg(test)]
+mod file_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     /// A writer that accepts at most `room` bytes, then says `WouldBlock`,
     /// like a socket whose send buffer fills up.
@@ -265,6 +460,8 @@ mod tests {
         taken: Vec<u8>,
         room: usize,
     }
+
+    impl FileSink for Tight {}
 
     impl Write for Tight {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

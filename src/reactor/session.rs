@@ -37,7 +37,7 @@
 use std::any::Any;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Cx, JobResult};
+use super::{Cx, JobError, JobOutput};
 use crate::service_id::ServiceId;
 
 /// One connection's state machine. Every method has a default, so a
@@ -148,8 +148,13 @@ pub enum SourceEvent {
         /// The other end hung up (a pipe's writer closed, say).
         closed: bool,
     },
-    /// A job submitted with [`Cx::submit`] finished.
-    Job(JobResult),
+    /// A job submitted with [`Cx::submit`] finished (or was cancelled
+    /// because the daemon is stopping).
+    Job {
+        /// The tag the job was created with.
+        tag: u64,
+        result: Result<JobOutput, JobError>,
+    },
 }
 
 /// What the reactor needs from the services it hosts. Implemented once,
