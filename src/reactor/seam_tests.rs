@@ -14,8 +14,7 @@ use super::connection::{Phase, Stream};
 use super::pool::{JobError, JobOutput, POOL_THREADS, QUEUE_CAPACITY};
 use super::sendfile::FILE_WINDOW;
 use super::*;
-use crate::config::Config;
-use crate::services::{ServiceId, Session, Shared};
+use crate::service_id::ServiceId;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -58,11 +57,37 @@ impl Session for Probe {
     }
 }
 
-/// A reactor with no listeners (and exec off, so nothing touches disk).
+/// The services of a reactor that hosts only probes: every connection's
+/// session is replaced by the test right after it is admitted.
+struct NoServices;
+
+impl Services for NoServices {
+    fn open_session(&mut self, _service: ServiceId) -> Box<dyn Session> {
+        Box::new(Probe {
+            seen: Rc::default(),
+        })
+    }
+    fn answer_datagram(&self, _: ServiceId, _: &[u8], _: SystemTime, _: &mut Vec<u8>) -> bool {
+        false
+    }
+    fn limits(&self, _service: ServiceId) -> ServiceLimits {
+        ServiceLimits {
+            max_connections: 0,
+            idle_timeout: None,
+            max_pending_output: 256 * 1024,
+        }
+    }
+    fn poll(&mut self, _now: Instant) -> Option<Instant> {
+        None
+    }
+    fn is_busy(&self) -> bool {
+        false
+    }
+}
+
+/// A reactor with no listeners and no real services.
 fn reactor() -> Reactor {
-    let mut config = Config::default();
-    config.exec.service.enabled = false;
-    Reactor::new(Vec::new(), Shared::new(config).unwrap(), 100, false).unwrap()
+    Reactor::new(Vec::new(), NoServices, 100, false).unwrap()
 }
 
 /// Admits one end of a socket pair as a discard connection, then puts a
