@@ -110,10 +110,11 @@
 //! once would queue 131 million letters
 //! before any was delivered. So a callback stops once it has queued
 //! [`FANOUT_BUDGET`] letters (always after at least one line): the rest of
-//! the input goes into the session's `backlog`, reading from the client is
-//! held, and a wake-up at the next loop turn serves the next part. Other
-//! clients get their turn in between, and the client that sent the burst is
-//! read again only when its backlog is served.
+//! the input stays unconsumed with the reactor, and the session asks for it
+//! again (`Cx::offer_input_again`). The reactor offers it at the next loop
+//! turn, without waiting for new bytes, and reads nothing more from that
+//! client until it is served. Other clients get their turn in between, and
+//! the session keeps no copy of its input.
 //!
 //! # Decisions PROTOCOL.md leaves open
 //!
@@ -159,7 +160,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -175,10 +175,6 @@ pub const MAX_NAME: usize = 32;
 /// one read"). A letter costs about 48 bytes while it waits for delivery,
 /// so this bounds that transient memory to under a megabyte per callback.
 pub const FANOUT_BUDGET: usize = 16 * 1024;
-/// A wake-up at the turn's own time would fire within the same turn (its
-/// timer step runs after the events); one nanosecond later makes it due at
-/// the next turn, and the loop does not sleep for it.
-const NEXT_TURN: Duration = Duration::from_nanos(1);
 
 const HELP: &[&str] = &[
     "* commands:",
@@ -617,11 +613,6 @@ impl Rooms {
 pub struct Session {
     lines: LineSplitter,
     presence: Presence,
-    /// Input taken from the reactor but not served yet, because a callback
-    /// spent its [`FANOUT_BUDGET`]; a partial line may stay here after the
-    /// rest is served. Bounded by one read plus one partial line, because
-    /// reading is held while lines wait here. Empty (no capacity) normally.
-    backlog: Vec<u8>,
 }
 
 /// Where the client stands in the chat.
@@ -667,7 +658,6 @@ impl Session {
         Session {
             lines: LineSplitter::new(max_line),
             presence: Presence::Arriving,
-            backlog: Vec::new(),
         }
     }
 
@@ -700,35 +690,6 @@ impl Session {
                 Framed::Line(line) => spent += self.on_line(line, cx).max(1),
             }
         }
-    }
-
-    /// Serves what waits in the backlog, then holds or releases the input.
-    fn serve_backlog(&mut self, cx: &mut Cx<'_>) {
-        let mut backlog = std::mem::take(&mut self.backlog);
-        let (consumed, stop) = self.serve(&backlog, cx);
-        match stop {
-            Stop::Left => {}
-            Stop::BudgetSpent => {
-                backlog.drain(..consumed);
-                self.backlog = backlog;
-                self.defer(cx);
-            }
-            Stop::NeedMore => {
-                // At most a partial line is left; keep it (only it) and
-                // read again.
-                if consumed < backlog.len() {
-                    self.backlog = backlog[consumed..].to_vec();
-                }
-                cx.hold_input(false);
-            }
-        }
-    }
-
-    /// Stops reading and asks to serve the backlog at the next turn.
-    fn defer(&mut self, cx: &mut Cx<'_>) {
-        cx.hold_input(true);
-        let next_turn = cx.now() + NEXT_TURN;
-        cx.set_timer(next_turn);
     }
 
     /// Serves one complete line; returns how many letters it queued.
@@ -841,7 +802,6 @@ impl Session {
             return;
         }
         self.presence = Presence::Gone;
-        self.backlog = Vec::new();
         let me = MemberId::of(cx);
         let Some(Member { nick, room }) = cx.shared().chat.depart(me) else {
             return;
@@ -894,28 +854,14 @@ impl super::Session for Session {
         if self.presence != Presence::Present {
             return input.len();
         }
-        if !self.backlog.is_empty() {
-            // A partial line waits in the backlog; this input continues it.
-            self.backlog.extend_from_slice(input);
-            self.serve_backlog(cx);
-            return input.len();
-        }
-        // The common case: serve straight from the reactor's buffer and
-        // leave a partial line with the reactor.
+        // Serve straight from the reactor's buffer; a partial line, and
+        // the lines past the budget, stay with the reactor.
         let (consumed, stop) = self.serve(input, cx);
         if stop == Stop::BudgetSpent {
-            self.backlog.extend_from_slice(&input[consumed..]);
-            self.defer(cx);
-            return input.len();
+            // Whole lines wait: offered again at the next turn (module docs).
+            cx.offer_input_again();
         }
         consumed
-    }
-
-    fn on_timer(&mut self, cx: &mut Cx<'_>) {
-        // Wake-ups can be stale; only a waiting backlog matters.
-        if self.presence == Presence::Present && !self.backlog.is_empty() {
-            self.serve_backlog(cx);
-        }
     }
 
     /// The client hung up; an unfinished last line is dropped.
