@@ -168,7 +168,7 @@ impl Cx<'_> {
     }
 
     /// Registers a source this connection owns (a pipe, a pidfd): its
-    /// events arrive as [`SourceEvent::Ready`] with the returned token.
+    /// events arrive as [`SourceEvent::Ready`](super::SourceEvent::Ready) with the returned token.
     /// Deregister it with [`Cx::deregister`] before dropping it.
     pub fn register(
         &mut self,
@@ -203,7 +203,7 @@ impl Cx<'_> {
     }
 
     /// Runs blocking work on the helper pool; the result comes back as
-    /// [`SourceEvent::Job`].
+    /// [`SourceEvent::Job`](super::SourceEvent::Job).
     pub fn submit(&mut self, job: Job) {
         self.core.pool.submit(self.key, self.serial, job);
     }
