@@ -319,3 +319,25 @@ fn two_thousand_members_connected_at_once_are_all_welcomed_and_hear_a_broadcast(
     members[0].read_line(&mut who).unwrap();
     assert_eq!(who.trim_end().split(' ').count(), 3 + MEMBERS);
 }
+
+#[test]
+fn a_burst_past_the_fanout_budget_is_served_without_more_input() {
+    // 40,000 lines to a room of two is 80,000 letters, several times
+    // FANOUT_BUDGET: a callback serves part of the burst and leaves the
+    // rest with the reactor, which must offer it again by itself, because
+    // the sender sends nothing more. The output limit is raised so that
+    // neither member is cut off while the test reads one, then the other.
+    const LINES: usize = 40_000;
+    let d = Daemon::start(&["--set", "chat.max_pending_output=16777216"]);
+    let mut a = Member::join(&d);
+    let mut b = Member::join(&d);
+    a.expect(&format!("* {} joined lobby", b.nick));
+    let burst: String = (0..LINES).map(|i| format!("{i}\n")).collect();
+    a.send_raw(burst.as_bytes());
+    for i in 0..LINES {
+        assert_eq!(b.said(), format!("{}: {i}", a.nick));
+    }
+    for i in 0..LINES {
+        assert_eq!(a.said(), format!("{}: {i}", a.nick));
+    }
+}

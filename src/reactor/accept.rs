@@ -142,6 +142,7 @@ impl Reactor {
             peer_eof: false,
             paused: false,
             held: false,
+            reoffer: false,
             queued: false,
             flush_listed: false,
             drain_owed: false,

@@ -155,6 +155,11 @@ pub struct Connection {
     pub paused: bool,
     /// The session asked not to be given input for now (`Cx::hold_input`).
     pub held: bool,
+    /// The session can take more of its unconsumed `input` now (it lifted
+    /// a hold, or asked with `Cx::offer_input_again`): the reactor offers
+    /// it again from the ready queue, without waiting for new bytes, and
+    /// reads nothing more from the socket until it has.
+    pub reoffer: bool,
     /// The token is in the reactor's ready queue (avoids duplicates).
     pub queued: bool,
     /// The token is in the list of connections to flush this turn.
@@ -214,6 +219,12 @@ impl Connection {
         true
     }
 
+    /// The held input is to be offered again now: asked for, and neither
+    /// backpressure nor a hold stands in the way.
+    pub fn wants_reoffer(&self) -> bool {
+        self.reoffer && self.phase == Phase::Open && !self.paused && !self.held
+    }
+
     pub fn pending_output(&self) -> usize {
         self.outbox.as_ref().map_or(0, |o| o.len())
     }
@@ -225,7 +236,9 @@ impl Connection {
         self.read_ready
             && !self.peer_eof
             && match self.phase {
-                Phase::Open => !self.paused && !self.held && self.input.len() < MAX_UNCONSUMED,
+                Phase::Open => {
+                    !self.paused && !self.held && !self.reoffer && self.input.len() < MAX_UNCONSUMED
+                }
                 Phase::Closing | Phase::Lingering => true,
                 Phase::Dead => false,
             }

@@ -122,13 +122,38 @@ impl Cx<'_> {
 
     /// Stops (`true`) or resumes (`false`) handing this session input,
     /// independently of backpressure. A session whose consumer is slow (a
-    /// child's stdin pipe) uses it to push back on its client.
+    /// child's stdin pipe) uses it to push back on its client. Input it
+    /// left unconsumed while held is offered again, from the ready queue,
+    /// when the hold lifts: a client that sent everything and now waits is
+    /// not left waiting for bytes it will never send.
     pub fn hold_input(&mut self, hold: bool) {
         let key = self.key;
         if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
             let was = c.held;
             c.held = hold;
-            if was && !hold && c.read_ready && !c.queued {
+            if was && !hold {
+                c.reoffer = true;
+                if !c.queued {
+                    c.queued = true;
+                    self.core.ready.push_back(key);
+                }
+            }
+        }
+    }
+
+    /// Asks the reactor to offer the input this callback leaves unconsumed
+    /// again at the next turn, without waiting for new bytes; nothing more
+    /// is read from the client until then. For a session that stops early
+    /// on purpose (chat's fan-out budget) and can take more right away. In
+    /// `on_peer_closed` it means the session took none of its `input`,
+    /// which then comes back through `on_input`. Ask only when more can be
+    /// taken: a session that asks and consumes nothing is offered the same
+    /// bytes every turn.
+    pub fn offer_input_again(&mut self) {
+        let key = self.key;
+        if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
+            c.reoffer = true;
+            if !c.queued {
                 c.queued = true;
                 self.core.ready.push_back(key);
             }
@@ -143,7 +168,7 @@ impl Cx<'_> {
     }
 
     /// Registers a source this connection owns (a pipe, a pidfd): its
-    /// events arrive as [`SourceEvent::Ready`] with the returned token.
+    /// events arrive as [`SourceEvent::Ready`](super::SourceEvent::Ready) with the returned token.
     /// Deregister it with [`Cx::deregister`] before dropping it.
     pub fn register(
         &mut self,

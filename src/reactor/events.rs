@@ -201,6 +201,7 @@ impl Reactor {
             Some(Source::Conn(_)) => {
                 // Output first: it may lift backpressure and allow a read.
                 self.pump(key);
+                self.offer_held(key);
                 self.read(key);
             }
             Some(Source::Listener(_)) => self.accept(key),

@@ -415,3 +415,20 @@ pub struct Cx<'a> {
     serial: u64,
     close: Option<Closing>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection's whole cost is its slab entry (docs/nonblocking-io.md,
+    /// section 16, quotes this size); a field added to `Connection` that
+    /// grows it should be a decision, not an accident.
+    #[test]
+    fn a_slab_entry_stays_within_128_bytes() {
+        assert!(
+            std::mem::size_of::<Source>() <= 128,
+            "Source is {} bytes",
+            std::mem::size_of::<Source>()
+        );
+    }
+}

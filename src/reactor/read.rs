@@ -53,6 +53,14 @@ impl Reactor {
                         self.call_closing_as(key, CloseReason::PeerClosed, |s, cx| {
                             s.on_peer_closed(&input, cx)
                         });
+                        // A session that asked for its input again took none
+                        // of it: it comes back through `on_input`.
+                        if let Some(Source::Conn(conn)) = self.sources.get_mut(key)
+                            && conn.reoffer
+                            && conn.phase == Phase::Open
+                        {
+                            conn.input = input;
+                        }
                         // The session may not have closed; either way there is
                         // nothing more to read, so only the write side is left.
                     }
@@ -92,6 +100,33 @@ impl Reactor {
                 self.fail(key, &e);
             }
         }
+    }
+
+    /// Offers a connection's unconsumed input again, without a read, when
+    /// its session can take more (`Connection::reoffer`).
+    pub(super) fn offer_held(&mut self, key: usize) {
+        let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
+            return;
+        };
+        if !conn.wants_reoffer() {
+            // Still held or paused: the flag stays until that lifts. A
+            // connection that is closing has no input to offer.
+            if conn.phase != Phase::Open {
+                conn.reoffer = false;
+            }
+            return;
+        }
+        conn.reoffer = false;
+        if conn.input.is_empty() {
+            return;
+        }
+        trace!(
+            self.core.trace,
+            "#{key} {} input offered again ({} bytes)",
+            conn.service,
+            conn.input.len()
+        );
+        self.offer_input(key, 0);
     }
 
     /// Hands the session its input: what it left unconsumed before, then

@@ -51,7 +51,10 @@ pub trait Session {
     /// Bytes arrived. `input` holds what arrived now after whatever earlier
     /// input was left unconsumed. Return how many bytes were consumed; the
     /// reactor keeps the rest (a partial line, a partial frame) and hands
-    /// it back, with what arrives next, on the next call.
+    /// it back, with what arrives next, on the next call; or sooner, without
+    /// new bytes, when the session lifts a hold ([`Cx::hold_input`]) or asks
+    /// for it ([`Cx::offer_input_again`]). A session therefore keeps no
+    /// copy of its input.
     fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize;
 
     /// The client shut down its sending side (a read returned 0 bytes).

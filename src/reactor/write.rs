@@ -79,7 +79,7 @@ impl Reactor {
                     core.trace,
                     "#{key} {} backpressure off ({pending} bytes pending)", conn.service
                 );
-                if conn.read_ready {
+                if conn.read_ready || conn.reoffer {
                     self.requeue(key);
                 }
             }

@@ -136,36 +136,35 @@ enum Pause {
     Closed,
 }
 
-/// One admin connection: its keep-alive state and the requests it has
-/// received but not answered.
+/// One admin connection: its keep-alive state. Requests received and not
+/// answered yet (the unfinished head of the next request, and, while output
+/// is full, whole requests waiting their turn) stay unconsumed with the
+/// reactor, which offers them again when more arrives or the hold on input
+/// lifts.
 #[derive(Default)]
 pub struct Session {
     state: State,
-    /// Bytes received and not answered yet: the unfinished head of the
-    /// next request, and, while output is full, whole requests waiting
-    /// their turn. The session keeps them itself, rather than leaving them
-    /// unconsumed with the reactor, because a request held back by a full
-    /// output must be answered when the output drains, and the reactor
-    /// hands unconsumed input back only when more arrives. Copying a few
-    /// hundred bytes per request costs nothing on this port.
-    unanswered: Vec<u8>,
 }
 
 impl super::Session for Session {
     fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
-        if self.state != State::Closed {
-            self.unanswered.extend_from_slice(input);
-            self.answer(cx);
+        if self.state == State::Closed {
+            return input.len();
         }
-        input.len()
+        self.answer(input, cx)
     }
 
     fn on_peer_closed(&mut self, input: &[u8], cx: &mut Cx<'_>) {
-        debug_assert!(input.is_empty(), "on_input consumes everything");
         if self.state == State::KeepAlive {
             self.state = State::InputEnded;
         }
-        self.answer(cx);
+        if input.is_empty() {
+            self.answer(input, cx);
+        } else {
+            // Requests wait (the output is full): answered through
+            // `on_input` as the output drains, like any held input.
+            cx.offer_input_again();
+        }
     }
 
     fn wants_output_drained(&self) -> bool {
@@ -175,20 +174,20 @@ impl super::Session for Session {
     /// The client read enough for more answers to be written.
     fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
         cx.hold_input(false);
-        self.answer(cx);
     }
 }
 
 impl Session {
-    /// Answers the complete requests waiting, in order, for as long as the
-    /// output has room, then decides what the connection waits for.
-    fn answer(&mut self, cx: &mut Cx<'_>) {
+    /// Answers the complete requests at the start of `input`, in order,
+    /// for as long as the output has room, then decides what the
+    /// connection waits for. Returns the bytes answered.
+    fn answer(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
         let mut answered = 0;
         let pause = loop {
             if self.state == State::Closed {
                 break Pause::Closed;
             }
-            let waiting = &self.unanswered[answered..];
+            let waiting = &input[answered..];
             if waiting.is_empty() {
                 break Pause::NeedInput;
             }
@@ -216,8 +215,6 @@ impl Session {
                 cx.close();
             }
         };
-        self.unanswered.drain(..answered);
-
         match pause {
             // The client has said all it will, and all of it is answered.
             Pause::NeedInput if self.state == State::InputEnded => {
@@ -228,12 +225,10 @@ impl Session {
             // Stop reading until the output drains (`on_output_drained`),
             // so what waits here stays bounded.
             Pause::OutputFull => cx.hold_input(true),
-            Pause::Closed => {}
+            // Nothing more is answered: the rest is moot.
+            Pause::Closed => return input.len(),
         }
-        if self.state == State::Closed || self.unanswered.is_empty() {
-            // Give back the memory of a burst; an idle connection keeps none.
-            self.unanswered = Vec::new();
-        }
+        answered
     }
 }
 

@@ -18,7 +18,7 @@
 //! with the reactor (`reactor::session`), because the reactor is the one
 //! that calls it: services depend on the reactor, never the reverse. The
 //! reactor learns about the services through one small trait,
-//! [`Services`](crate::reactor::Services), which [`Shared`] implements.
+//! [`Services`], which [`Shared`] implements.
 
 use std::any::Any;
 use std::io;

@@ -48,22 +48,22 @@
 //! Every transition is in `Session::on_header` and the callbacks next to
 //! it; the program's own life (pipes, exit, timeout) is in [`program`].
 //!
-//! # Input: a copy, and when to stop taking it
+//! # Input, and when to stop taking it
 //!
-//! The reactor hands the session whatever arrived; the session copies it
-//! into its own buffer and decodes frames from there, always taking all of
-//! it. Keeping part of it with the reactor would not work: the reactor
-//! offers leftover input again only when more arrives, and a client that
-//! sent its last `stdin` frame and `stdin_eof` is waiting for output, not
-//! about to send more.
+//! The reactor hands the session whatever arrived; the session decodes the
+//! whole frames at its start and returns how much it consumed. The rest (a
+//! partial frame, or frames that must wait) stays with the reactor: the
+//! session keeps no input of its own between callbacks.
 //!
-//! Memory stays bounded all the same. Stdin bytes go straight into the
-//! program's pipe; those the pipe does not take wait in a queue, and once
-//! that holds [`program::STDIN_BACKLOG`] bytes the session stops decoding
-//! and asks the reactor to stop reading the client (`Cx::hold_input`). The
-//! client's writes then block in its own kernel buffers, exactly as they
-//! would if it wrote into the program's pipe directly. When the pipe
-//! drains, decoding and reading resume.
+//! Stdin bytes go straight into the program's pipe; those the pipe does
+//! not take wait in a queue, and once that holds [`program::STDIN_BACKLOG`]
+//! bytes the session stops decoding and asks the reactor to stop reading
+//! the client (`Cx::hold_input`). The client's writes then block in its own
+//! kernel buffers, exactly as they would if it wrote into the program's
+//! pipe directly. When the pipe drains (or the program ends), the session
+//! lifts the hold, and the reactor offers the frames it kept again at once,
+//! without waiting for new bytes: a client that sent its last `stdin`
+//! frame and `stdin_eof` is waiting for output, not about to send more.
 //!
 //! # A client that goes away
 //!
@@ -108,10 +108,13 @@ pub use shared::ExecShared;
 /// One exec connection.
 pub struct Session {
     state: State,
-    /// Reads frames out of `input`; its limit is `frames.max_header`.
+    /// Reads frames out of `scratch`; its limit is `frames.max_header`.
     decoder: FrameDecoder,
-    /// Received and not yet decoded (see the module docs).
-    input: BytesMut,
+    /// The input of the current callback, copied because the decoder works
+    /// on a `BytesMut` (a stdin chunk leaves it as a shared `Bytes`, with no
+    /// second copy). Emptied before each callback returns: what is not
+    /// decoded stays with the reactor (see the module docs).
+    scratch: BytesMut,
     /// Where the raw bytes of the `stdin` frame being decoded go.
     payload: Payload,
     /// Whether the reactor was asked to hold input (`Cx::hold_input`).
@@ -157,7 +160,7 @@ impl Session {
         Session {
             state: State::Closed,
             decoder: FrameDecoder::new(max_header),
-            input: BytesMut::new(),
+            scratch: BytesMut::new(),
             payload: Payload::Discard,
             holding: false,
             peer: None,
@@ -169,36 +172,46 @@ impl Session {
         who(self.peer)
     }
 
-    /// Decodes and acts on every whole frame in `input`, until the program's
-    /// stdin queue is full or the connection is closing.
-    fn process(&mut self, cx: &mut Cx<'_>) {
+    /// Decodes and acts on the whole frames at the start of `input`, until
+    /// the program's stdin queue is full or the connection is closing.
+    /// Returns the bytes consumed; the rest stays with the reactor.
+    fn process(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(input);
         loop {
             if matches!(self.state, State::Closed) {
-                return;
+                // Nothing more is read or run: the rest is moot.
+                self.scratch = BytesMut::new();
+                return input.len();
             }
             if self.stdin_backlog() >= STDIN_BACKLOG {
                 break;
             }
-            match self.decoder.decode(&mut self.input) {
+            match self.decoder.decode(&mut self.scratch) {
                 Ok(None) => break,
                 Ok(Some(Item::Header(header))) => self.on_header(header, cx),
                 Ok(Some(Item::Payload { chunk, .. })) => self.on_payload(chunk, cx),
                 Err(e) => {
                     self.on_bad_frame(e, cx);
-                    return;
+                    self.scratch = BytesMut::new();
+                    return input.len();
                 }
             }
         }
+        let consumed = input.len() - self.scratch.len();
+        self.scratch.clear();
         self.update_hold(cx);
-        if self.input.is_empty() && !matches!(self.state, State::Running(_)) {
+        if !matches!(self.state, State::Running(_)) {
             // Between programs a connection holds no buffer (a stream keeps
             // its buffer, to avoid an allocation per read).
-            self.input = BytesMut::new();
+            self.scratch = BytesMut::new();
         }
+        consumed
     }
 
     /// Holds the client's input while the stdin queue is full, releases it
-    /// once there is room (see the module docs).
+    /// once there is room; the reactor then offers what it kept again (see
+    /// the module docs).
     fn update_hold(&mut self, cx: &mut Cx<'_>) {
         let hold = self.stdin_backlog() >= STDIN_BACKLOG;
         if hold != self.holding {
@@ -371,11 +384,9 @@ impl Session {
                 None => exec.program_reaped(),
             }
         }
-        // Input may have waited for room in the stdin queue, or for the
-        // program to end (the frames after it are for no program now).
-        if self.holding || !self.input.is_empty() {
-            self.process(cx);
-        }
+        // Input may have waited for room in the stdin queue: lifting the
+        // hold has the reactor offer it again.
+        self.update_hold(cx);
     }
 
     /// A frame that breaks the framing rules: error frame, close. Before
@@ -485,11 +496,10 @@ impl super::Session for Session {
     }
 
     fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
-        if !matches!(self.state, State::Closed) {
-            self.input.extend_from_slice(input);
-            self.process(cx);
+        if matches!(self.state, State::Closed) {
+            return input.len();
         }
-        input.len()
+        self.process(input, cx)
     }
 
     /// The client is gone (see the module docs): close, which stops the

@@ -1,0 +1,526 @@
+//! chat: nicks, rooms and private messages over plain lines, where one line
+//! said to a room of thousands is formatted once and never copied.
+//!
+//! # Format
+//!
+//! ```text
+//! daemon: * welcome guest1; room lobby; 2 online; /help for commands
+//! daemon: * guest1 joined lobby                    (to the lobby, guest1 included)
+//! client: hello
+//! daemon: 2026-11-03 09:05:01 guest1: hello        (to the room, the sender included)
+//! client: /nick ada
+//! daemon: * guest1 is now ada                      (to the room)
+//! client: /join rust
+//! daemon: * ada joined rust                        (to rust, ada included;
+//!                                                   lobby gets * ada left lobby)
+//! client: /who
+//! daemon: * in rust: ada bob
+//! client: /rooms
+//! daemon: * rooms: lobby(1) rust(2)
+//! client: /msg bob hi there
+//! daemon: 2026-11-03 09:05:09 ada -> bob: hi there (to bob and to ada)
+//! client: /frobnicate
+//! daemon: ! error: unknown command
+//! client: quit                                     (or /quit)
+//! daemon: * bye                                    (then FIN; rust gets * ada left rust)
+//! ```
+//!
+//! Every line ends in `\n` both ways; a client's `\r` before its `\n` is
+//! dropped, so telnet works too. The time is local, `YYYY-MM-DD HH:MM:SS`.
+//! `/help` answers with `* ` lines, the last one `* end of help`.
+//!
+//! # A member's life
+//!
+//! ```text
+//!   Arriving --on_open, lobby full--> ! error: room full, close ----------.
+//!      |                                                                  |
+//!   on_open: welcome, "joined lobby"                                      |
+//!      v                                                                  v
+//!   Present --/quit or quit------------> * bye, "left", close ---------> Gone
+//!   |  ^  |  --EOF, error--------------> "left" -----------------------> Gone
+//!   '--'  |  --idle--------------------> "left (idle)" ----------------> Gone
+//!  lines, |  --output over the limit---> "left (too slow)", abort -----> Gone
+//! commands'  --daemon shutting down----> (no notice) ------------------> Gone
+//! ```
+//!
+//! Leaving happens in one place, `Session::leave`, and only from
+//! `Present`: whichever way a member goes, its room is told exactly once.
+//! That matters because the ways overlap. `/quit` closes the connection,
+//! after which the reactor calls `on_close(Requested)`; a member cut off as
+//! too slow is aborted, which also ends in `on_close`. Those later calls
+//! find the session `Gone` and do nothing.
+//!
+//! # Lines
+//!
+//! A line is counted in bytes without its `\n` and a `\r` before it, and
+//! may be at most `chat.max_line` bytes (default 4,096). The reactor keeps
+//! a partial line for the session until its `\n` arrives, so a line split
+//! over many reads is served whole. A line that outgrows the limit is *not*
+//! kept: as soon as more than `max_line + 1` bytes wait without a `\n`, the
+//! client gets `! error: line too long` and the [`LineSplitter`] switches to
+//! discarding until the next `\n`, however many reads that takes. So at most
+//! `max_line + 1` bytes of one line are ever held, whatever a client sends.
+//!
+//! ```text
+//!   Reading --more than max_line + 1 bytes without \n--> Discarding
+//!      ^      (! error: line too long)                       |
+//!      '------------------------- \n ------------------------'
+//! ```
+//!
+//! Empty lines are ignored. A line that is not UTF-8 is dropped with
+//! `! error: invalid UTF-8`. A last line without `\n` when the client hangs
+//! up is dropped: it never became a line.
+//!
+//! # Fan-out without copying
+//!
+//! A line said to a room is formatted once into a [`Bytes`]. Each recipient
+//! gets a clone of it, which is a reference count increment, not a copy:
+//! a 100-byte line said to 1,000 members costs 100 bytes of text plus 1,000
+//! handles queued in the members' outboxes. The sender is a member too and
+//! gets its copy with [`Cx::write_shared`]; the others get theirs through
+//! [`Cx::send_to`], which the reactor delivers when the callback returns.
+//! Members are indexed by room ([`Rooms`]), so a broadcast visits the
+//! members of that room only, never every connection.
+//!
+//! Recipients are visited in the order they joined, and every line is
+//! queued to all of them before the next line is formatted, so every member
+//! of a room sees the room's lines in the same order.
+//!
+//! # Slow consumers
+//!
+//! Nobody waits for a slow reader: its lines pile up in its own outbox. When
+//! its unsent output passes `chat.max_pending_output` (default 1 MiB), the
+//! reactor calls `on_output_full`, and the member is cut off alone: its room
+//! gets `* <nick> left <room> (too slow)` and its connection is aborted (its
+//! pending output is dropped and a FIN sent; a line the kernel had only
+//! partly taken arrives truncated). A member that stays connected never
+//! misses a line. The cut-off usually happens while the reactor delivers a
+//! broadcast; the notice is delivered after the rest of that broadcast, so
+//! the members before and after the slow one in the room agree on where it
+//! falls. The same rule applies to a member's own replies: a client
+//! that floods `/who` into a large room without reading its answers is cut
+//! off the same way, checked before every line so a single read cannot
+//! build up more than the limit plus one reply.
+//!
+//! # Fairness of one read
+//!
+//! One read can hold thousands of short lines, and each said line becomes
+//! one queued letter per member of the room. Serving a whole read (up to the
+//! reactor's `READ_CHUNK`, 128 KiB) of `a\n` lines to a room of 2,000 at
+//! once would queue 131 million letters
+//! before any was delivered. So a callback stops once it has queued
+//! [`FANOUT_BUDGET`] letters (always after at least one line): the rest of
+//! the input stays unconsumed with the reactor, and the session asks for it
+//! again (`Cx::offer_input_again`). The reactor offers it at the next loop
+//! turn, without waiting for new bytes, and reads nothing more from that
+//! client until it is served. Other clients get their turn in between, and
+//! the session keeps no copy of its input.
+//!
+//! # Decisions PROTOCOL.md leaves open
+//!
+//! - Command names are lower case and exact (`/NICK` is an unknown
+//!   command); arguments are separated by spaces. `/who`, `/rooms`, `/help`
+//!   and `/quit` ignore anything after them. In `/msg NICK TEXT`, TEXT is
+//!   the rest of the line after the spaces that follow NICK.
+//! - Nicks and room names are case-sensitive: `Ada` and `ada` are two nicks.
+//! - `/nick` to your own nick, and `/join` of the room you are in, change
+//!   nothing: only you get the notice (`* ada is now ada`,
+//!   `* ada joined rust`), so a client waiting for its confirmation gets it
+//!   and nobody else is disturbed.
+//! - `* <old> is now <new>` goes to the renamed member's room, the member
+//!   included.
+//! - `/msg` to yourself delivers the line to you once.
+//! - A guest nick already taken by someone's `/nick` is skipped: the
+//!   newcomer gets the next free `guest<K>`.
+//! - A room exists while it has members. `chat.max_rooms` (0 = no limit)
+//!   refuses a `/join` that would create a room beyond it, but the lobby is
+//!   always created when someone arrives, since every client must start
+//!   somewhere. `chat.max_room_members` (0 = no limit) applies to the lobby
+//!   too: a client arriving at a full lobby gets `! error: room full` and
+//!   is disconnected.
+//! - On daemon shutdown everyone leaves silently: announcing each of
+//!   thousands of departures to everyone still there would be quadratic.
+//!
+//! # Errors
+//!
+//! Each is one line `! error: <reason>`, and the connection stays open
+//! (except `room full` on arrival, above):
+//!
+//! | reason | when |
+//! |---|---|
+//! | `unknown command` | a line starting with `/` that names no command |
+//! | `nick in use` | `/nick` to a nick someone else has |
+//! | `no such nick` | `/msg` to a nick nobody has |
+//! | `bad name` | a nick or room name not 1 to 32 of `A-Z a-z 0-9 _ -` (or missing) |
+//! | `usage: /msg NICK TEXT` | `/msg` without a nick or without text |
+//! | `invalid UTF-8` | a line that is not UTF-8 (it is dropped) |
+//! | `line too long` | a line over `chat.max_line` bytes (dropped up to its `\n`) |
+//! | `room full` | `/join` of a room holding `chat.max_room_members` members |
+//! | `too many rooms` | `/join` that would create a room beyond `chat.max_rooms` |
+//!
+//! # Where the parts live
+//!
+//! This file is the session: its state machine, fan-out and departures.
+//! The rest is in files named for what they hold: `line.rs` cuts the byte
+//! stream into lines, `commands.rs` says what a line means (and the errors
+//! a line can earn), and `rooms.rs` is the state every chat session shares.
+
+mod commands;
+mod line;
+mod rooms;
+
+use std::fmt::{self, Write as _};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{CloseReason, Cx, clock};
+pub use commands::{ChatError, Command, is_valid_name, parse};
+pub use line::{Framed, LineSplitter};
+pub use rooms::{ChatRoom, Member, MemberId, Moved, Renamed, Rooms};
+
+/// The room every client arrives in.
+pub const LOBBY: &str = "lobby";
+/// The longest nick or room name, in bytes.
+pub const MAX_NAME: usize = 32;
+/// Letters (one line queued for one member) a callback may queue before
+/// the rest of its input waits for the next loop turn (see "Fairness of
+/// one read"). A letter costs about 48 bytes while it waits for delivery,
+/// so this bounds that transient memory to under a megabyte per callback.
+pub const FANOUT_BUDGET: usize = 16 * 1024;
+
+const HELP: &[&str] = &[
+    "* commands:",
+    "* /nick NEW       take the nick NEW (1 to 32 of A-Z a-z 0-9 _ -)",
+    "* /join ROOM      leave this room for ROOM (created on demand)",
+    "* /who            list the members of this room",
+    "* /rooms          list the rooms that have members",
+    "* /msg NICK TEXT  say TEXT to NICK alone",
+    "* /help           this help",
+    "* /quit           leave (a line that is just quit does too)",
+    "* any other line is said to your room",
+    "* end of help",
+];
+
+// ----- The session ---------------------------------------------------------
+
+/// One chat connection.
+pub struct Session {
+    lines: LineSplitter,
+    presence: Presence,
+}
+
+/// Where the client stands in the chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    /// Accepted, not yet welcomed (before `on_open`).
+    Arriving,
+    /// In a room, under a nick.
+    Present,
+    /// Left the chat; the connection is ending and every later callback
+    /// does nothing.
+    Gone,
+}
+
+/// How a member leaves; decides what its room is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    /// `/quit` or `quit`: the member gets `* bye`.
+    Quit,
+    /// EOF or a connection error.
+    Disconnected,
+    /// Nothing moved for `chat.idle_timeout_s`.
+    Idle,
+    /// Its unsent output passed the limit.
+    TooSlow,
+    /// The daemon is stopping; nobody is told.
+    Shutdown,
+}
+
+/// Why [`Session::serve`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The input ends in a partial line (or nothing).
+    NeedMore,
+    /// Lines remain, but this callback queued enough.
+    BudgetSpent,
+    /// The member left; the rest of the input is moot.
+    Left,
+}
+
+impl Session {
+    pub fn new(max_line: usize) -> Session {
+        Session {
+            lines: LineSplitter::new(max_line),
+            presence: Presence::Arriving,
+        }
+    }
+
+    /// Serves the complete lines at the start of `input`, within the
+    /// budget; returns the bytes consumed and why it stopped.
+    fn serve(&mut self, input: &[u8], cx: &mut Cx<'_>) -> (usize, Stop) {
+        let mut consumed = 0;
+        let mut spent = 0;
+        loop {
+            if self.presence != Presence::Present {
+                return (input.len(), Stop::Left);
+            }
+            if cx.pending_output() >= cx.output_limit() {
+                // Our own replies passed the limit within this read.
+                self.leave(Departure::TooSlow, cx);
+                return (input.len(), Stop::Left);
+            }
+            let rest = &input[consumed..];
+            if spent >= FANOUT_BUDGET && memchr(b'\n', rest).is_some() {
+                return (consumed, Stop::BudgetSpent);
+            }
+            let (n, framed) = self.lines.take_line(rest);
+            consumed += n;
+            match framed {
+                Framed::Incomplete => return (consumed, Stop::NeedMore),
+                Framed::TooLong => {
+                    reply_error(cx, ChatError::LineTooLong);
+                    spent += 1;
+                }
+                Framed::Line(line) => spent += self.on_line(line, cx).max(1),
+            }
+        }
+    }
+
+    /// Serves one complete line; returns how many letters it queued.
+    fn on_line(&mut self, line: &[u8], cx: &mut Cx<'_>) -> usize {
+        if line.is_empty() {
+            return 0;
+        }
+        let Ok(line) = std::str::from_utf8(line) else {
+            reply_error(cx, ChatError::InvalidUtf8);
+            return 1;
+        };
+        let me = MemberId::of(cx);
+        let Some(Member { nick, room }) = cx.shared().chat.member(me).cloned() else {
+            return 0;
+        };
+        let command = match parse(line) {
+            Ok(command) => command,
+            Err(e) => {
+                reply_error(cx, e);
+                return 1;
+            }
+        };
+        match command {
+            Command::Say(text) => {
+                let stamp = clock::datetime(cx.wall_time());
+                let mut said = BytesMut::with_capacity(stamp.len() + nick.len() + text.len() + 4);
+                said.extend_from_slice(stamp.as_bytes());
+                said.extend_from_slice(b" ");
+                said.extend_from_slice(nick.as_bytes());
+                said.extend_from_slice(b": ");
+                said.extend_from_slice(text.as_bytes());
+                said.extend_from_slice(b"\n");
+                broadcast(cx, &room, said.freeze())
+            }
+            Command::Nick(new) => match cx.shared().chat.rename(me, new) {
+                Ok(Renamed::Unchanged) => {
+                    cx.write_shared(notice(format_args!("{nick} is now {nick}")));
+                    1
+                }
+                Ok(Renamed::From { old }) => {
+                    broadcast(cx, &room, notice(format_args!("{old} is now {new}")))
+                }
+                Err(e) => {
+                    reply_error(cx, e);
+                    1
+                }
+            },
+            Command::Join(to) => match cx.shared().chat.join(me, to) {
+                Ok(Moved::Stayed) => {
+                    cx.write_shared(notice(format_args!("{nick} joined {to}")));
+                    1
+                }
+                Ok(Moved::From { from }) => {
+                    broadcast(cx, &from, notice(format_args!("{nick} left {from}")))
+                        + broadcast(cx, to, notice(format_args!("{nick} joined {to}")))
+                }
+                Err(e) => {
+                    reply_error(cx, e);
+                    1
+                }
+            },
+            Command::Who => {
+                let who = cx.shared().chat.who(&room).join(" ");
+                cx.write_with(|out| {
+                    let _ = writeln!(out, "* in {room}: {who}");
+                });
+                1
+            }
+            Command::Rooms => {
+                let mut listing = String::from("* rooms:");
+                for (name, count) in cx.shared().chat.listing() {
+                    let _ = write!(listing, " {name}({count})");
+                }
+                listing.push('\n');
+                cx.write(listing.as_bytes());
+                1
+            }
+            Command::Msg { to, text } => {
+                let Some(to_id) = cx.shared().chat.find(to) else {
+                    reply_error(cx, ChatError::NoSuchNick);
+                    return 1;
+                };
+                let stamp = clock::datetime(cx.wall_time());
+                let line = Bytes::from(format!("{stamp} {nick} -> {to}: {text}\n"));
+                if to_id != me {
+                    cx.send_to(to_id.token, to_id.serial, line.clone());
+                }
+                cx.write_shared(line);
+                2
+            }
+            Command::Help => {
+                for line in HELP {
+                    cx.write(line.as_bytes());
+                    cx.write(b"\n");
+                }
+                1
+            }
+            Command::Quit => {
+                self.leave(Departure::Quit, cx);
+                1
+            }
+        }
+    }
+
+    /// Takes the member out of the chat and tells its room, once: only a
+    /// `Present` member leaves, and it is `Gone` afterwards.
+    fn leave(&mut self, how: Departure, cx: &mut Cx<'_>) {
+        if self.presence != Presence::Present {
+            self.presence = Presence::Gone;
+            return;
+        }
+        self.presence = Presence::Gone;
+        let me = MemberId::of(cx);
+        let Some(Member { nick, room }) = cx.shared().chat.depart(me) else {
+            return;
+        };
+        let why = match how {
+            Departure::Quit | Departure::Disconnected => "",
+            Departure::Idle => " (idle)",
+            Departure::TooSlow => " (too slow)",
+            Departure::Shutdown => return,
+        };
+        // The member is out of the room already, so this reaches the others.
+        broadcast(cx, &room, notice(format_args!("{nick} left {room}{why}")));
+        match how {
+            Departure::Quit => {
+                cx.write(b"* bye\n");
+                cx.close();
+            }
+            Departure::TooSlow => cx.abort(),
+            // The connection is ending already (or `on_peer_closed` ends it).
+            Departure::Disconnected | Departure::Idle | Departure::Shutdown => {}
+        }
+    }
+}
+
+impl super::Session for Session {
+    fn on_open(&mut self, cx: &mut Cx<'_>) {
+        let me = MemberId::of(cx);
+        let rooms = &mut cx.shared().chat;
+        match rooms.arrive(me) {
+            Ok(nick) => {
+                let online = rooms.online();
+                self.presence = Presence::Present;
+                cx.write_with(|out| {
+                    let _ = writeln!(
+                        out,
+                        "* welcome {nick}; room {LOBBY}; {online} online; /help for commands"
+                    );
+                });
+                broadcast(cx, LOBBY, notice(format_args!("{nick} joined {LOBBY}")));
+            }
+            Err(e) => {
+                reply_error(cx, e);
+                self.presence = Presence::Gone;
+                cx.close();
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+        if self.presence != Presence::Present {
+            return input.len();
+        }
+        // Serve straight from the reactor's buffer; a partial line, and
+        // the lines past the budget, stay with the reactor.
+        let (consumed, stop) = self.serve(input, cx);
+        if stop == Stop::BudgetSpent {
+            // Whole lines wait: offered again at the next turn (module docs).
+            cx.offer_input_again();
+        }
+        consumed
+    }
+
+    /// The client hung up; an unfinished last line is dropped.
+    fn on_peer_closed(&mut self, _input: &[u8], cx: &mut Cx<'_>) {
+        self.leave(Departure::Disconnected, cx);
+        cx.close();
+    }
+
+    fn on_output_full(&mut self, cx: &mut Cx<'_>) {
+        self.leave(Departure::TooSlow, cx);
+    }
+
+    fn on_close(&mut self, reason: CloseReason, cx: &mut Cx<'_>) {
+        let how = match reason {
+            CloseReason::Idle => Departure::Idle,
+            CloseReason::Shutdown => Departure::Shutdown,
+            CloseReason::Requested | CloseReason::PeerClosed | CloseReason::Error => {
+                Departure::Disconnected
+            }
+        };
+        self.leave(how, cx);
+    }
+}
+
+/// Queues `line` for every member of `room`, the caller included if it is
+/// one: the same [`Bytes`] for all, so the text exists once however many
+/// members there are. Returns the number of recipients.
+fn broadcast(cx: &mut Cx<'_>, room: &str, line: Bytes) -> usize {
+    let me = MemberId::of(cx);
+    let rooms = &mut cx.shared().chat;
+    // The room's list cannot be borrowed while `cx` queues letters, so it
+    // is copied into a scratch list that keeps its capacity between calls.
+    let mut recipients = std::mem::take(&mut rooms.recipients);
+    recipients.clear();
+    recipients.extend_from_slice(rooms.members_of(room));
+    for member in &recipients {
+        if *member == me {
+            cx.write_shared(line.clone());
+        } else {
+            cx.send_to(member.token, member.serial, line.clone());
+        }
+    }
+    let count = recipients.len();
+    cx.shared().chat.recipients = recipients;
+    cx.trace(format_args!(
+        "#{} chat broadcast to {count} members",
+        cx.token()
+    ));
+    count
+}
+
+/// A `* ...` line.
+fn notice(text: fmt::Arguments<'_>) -> Bytes {
+    let mut line = BytesMut::with_capacity(64);
+    // Formatting into a `BytesMut` cannot fail.
+    let _ = writeln!(line, "* {text}");
+    line.freeze()
+}
+
+fn reply_error(cx: &mut Cx<'_>, error: ChatError) {
+    cx.write_with(|out| {
+        let _ = writeln!(out, "! error: {error}");
+    });
+}
+
+pub(super) fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
