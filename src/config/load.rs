@@ -411,7 +411,7 @@ mod tests {
         );
         assert_eq!(c.listen_addr(ServiceId::Exec).unwrap(), inet("[::1]:0"));
         assert!(!c.daytime.enabled);
-        assert!(!c.files.enabled);
+        assert!(!c.files.service.enabled);
         assert!(c.echo.service.enabled);
     }
 

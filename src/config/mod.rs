@@ -86,13 +86,16 @@ pub struct Config {
     pub port_base: u16,
     /// Where the daemon keeps its state (keys, users, exec workdir).
     pub data_dir: PathBuf,
+    /// How many event loops to run (PROTOCOL.md §8). Accepted and printed;
+    /// the daemon runs one loop whatever it says, for now.
+    pub reactors: Reactors,
     pub limits: LimitsConfig,
-    pub admin: ServiceConfig,
+    pub admin: AdminConfig,
     pub echo: EchoConfig,
     pub discard: ServiceConfig,
     pub daytime: ServiceConfig,
     pub chargen: ServiceConfig,
-    pub files: ServiceConfig,
+    pub files: FilesConfig,
     pub chat: ChatConfig,
     pub exec: ExecConfig,
     pub frames: FramesConfig,
@@ -100,13 +103,30 @@ pub struct Config {
 }
 
 /// Limits that apply to the daemon as a whole.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LimitsConfig {
     /// Connections open at once, over all services. `None` until resolved at
     /// start: the open-file limit minus 32, as Redis does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Connections open at once from one client IP address, over all
+    /// services; 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// A loop turn that takes longer than this many milliseconds is logged.
+    pub slow_turn_ms: u64,
+}
+
+/// How many reactors (event loops) the daemon runs: a number, or `"auto"`
+/// for one per CPU the process may use. In TOML it is either an integer or
+/// the string `"auto"`, so it has its own serde code rather than a derive
+/// (a derived enum would want `{ Fixed = 2 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reactors {
+    /// Exactly this many loops; at least 1 (checked by validation).
+    Fixed(usize),
+    /// One loop per CPU in the process's affinity mask.
+    Auto,
 }
 
 /// The keys every service has.
@@ -124,6 +144,28 @@ pub struct ServiceConfig {
     /// Unsent output kept per connection before backpressure (or, for chat,
     /// before the member is cut off as too slow).
     pub max_pending_output: usize,
+}
+
+/// The admin section: the shared service keys plus the HTTP header deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// Seconds a client has to send a complete request header before it
+    /// gets 408 and a close.
+    pub header_timeout_s: u64,
+}
+
+/// The files section: the shared service keys plus how long an unfinished
+/// upload stays resumable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilesConfig {
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// Seconds a partial upload is kept for resuming (PROTOCOL.md §5.5).
+    pub resume_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +195,10 @@ pub struct ChatConfig {
     pub max_room_members: usize,
     /// Rooms that may exist at once; 0 = no limit.
     pub max_rooms: usize,
+    /// Where daemons sharing one chat meet: `redis://HOST:PORT` or
+    /// `unix:/path` (PROTOCOL.md §8); `None` = this daemon's chat is its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,20 +240,49 @@ impl Default for Config {
             bind: "127.0.0.1".to_string(),
             port_base: 7000,
             data_dir: PathBuf::from("socketlab-data"),
+            reactors: Reactors::Fixed(1),
             limits: LimitsConfig::default(),
-            admin: ServiceConfig::default(),
+            admin: AdminConfig::default(),
             echo: EchoConfig::default(),
             discard: ServiceConfig::default(),
             daytime: ServiceConfig::default(),
             chargen: ServiceConfig::default(),
-            files: ServiceConfig {
-                idle_timeout_s: 300,
-                ..ServiceConfig::default()
-            },
+            files: FilesConfig::default(),
             chat: ChatConfig::default(),
             exec: ExecConfig::default(),
             frames: FramesConfig::default(),
             auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_connections: None,
+            max_connections_per_ip: 0,
+            slow_turn_ms: 50,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> AdminConfig {
+        AdminConfig {
+            service: ServiceConfig::default(),
+            header_timeout_s: 10,
+        }
+    }
+}
+
+impl Default for FilesConfig {
+    fn default() -> FilesConfig {
+        FilesConfig {
+            service: ServiceConfig {
+                idle_timeout_s: 300,
+                ..ServiceConfig::default()
+            },
+            resume_ttl_s: 86_400,
         }
     }
 }
@@ -243,6 +318,7 @@ impl Default for ChatConfig {
             max_line: 4096,
             max_room_members: 0,
             max_rooms: 0,
+            cluster: None,
         }
     }
 }
@@ -284,12 +360,12 @@ impl Config {
     /// The keys every service has, whatever else its section holds.
     pub fn service(&self, id: ServiceId) -> &ServiceConfig {
         match id {
-            ServiceId::Admin => &self.admin,
+            ServiceId::Admin => &self.admin.service,
             ServiceId::Echo => &self.echo.service,
             ServiceId::Discard => &self.discard,
             ServiceId::Daytime => &self.daytime,
             ServiceId::Chargen => &self.chargen,
-            ServiceId::Files => &self.files,
+            ServiceId::Files => &self.files.service,
             ServiceId::Chat => &self.chat.service,
             ServiceId::Exec => &self.exec.service,
         }
@@ -297,12 +373,12 @@ impl Config {
 
     pub fn service_mut(&mut self, id: ServiceId) -> &mut ServiceConfig {
         match id {
-            ServiceId::Admin => &mut self.admin,
+            ServiceId::Admin => &mut self.admin.service,
             ServiceId::Echo => &mut self.echo.service,
             ServiceId::Discard => &mut self.discard,
             ServiceId::Daytime => &mut self.daytime,
             ServiceId::Chargen => &mut self.chargen,
-            ServiceId::Files => &mut self.files,
+            ServiceId::Files => &mut self.files.service,
             ServiceId::Chat => &mut self.chat.service,
             ServiceId::Exec => &mut self.exec.service,
         }
@@ -320,6 +396,59 @@ pub struct Overrides {
     pub listen: Vec<String>,
     /// `--disable SERVICE`, repeatable.
     pub disable: Vec<String>,
+}
+
+impl Serialize for Reactors {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reactors::Fixed(n) => serializer.serialize_u64(*n as u64),
+            Reactors::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Reactors {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Reactors, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Reactors;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of reactors (1 or more) or \"auto\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Reactors, E> {
+                usize::try_from(n)
+                    .map(Reactors::Fixed)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Reactors, E> {
+                usize::try_from(n)
+                    .map(Reactors::Fixed)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Reactors, E> {
+                match s {
+                    "auto" => Ok(Reactors::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl fmt::Display for Reactors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reactors::Fixed(n) => write!(f, "{n}"),
+            Reactors::Auto => f.write_str("\"auto\""),
+        }
+    }
 }
 
 /// Where a service listens, once `listen`, `bind` and `port_base` are resolved.
@@ -411,6 +540,39 @@ mod tests {
         assert_eq!(c.auth.handshake_timeout_s, 10);
         assert_eq!(c.auth.max_failures, 5);
         assert_eq!(c.auth.lockout_s, 60);
+        assert_eq!(c.admin.header_timeout_s, 10);
+        assert_eq!(c.limits.max_connections_per_ip, 0);
+        assert_eq!(c.limits.slow_turn_ms, 50);
+        assert_eq!(c.files.resume_ttl_s, 86_400);
+        assert_eq!(c.reactors, Reactors::Fixed(1));
+        assert_eq!(c.chat.cluster, None);
+    }
+
+    #[test]
+    fn the_newer_keys_load_from_a_file_and_from_set() {
+        let c = load_text(
+            "reactors = \"auto\"\n[admin]\nheader_timeout_s = 3\n\
+             [limits]\nmax_connections_per_ip = 8\nslow_turn_ms = 20\n\
+             [files]\nresume_ttl_s = 60\n[chat]\ncluster = \"redis://127.0.0.1:6379\"\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.reactors, Reactors::Auto);
+        assert_eq!(c.admin.header_timeout_s, 3);
+        assert_eq!(c.limits.max_connections_per_ip, 8);
+        assert_eq!(c.limits.slow_turn_ms, 20);
+        assert_eq!(c.files.resume_ttl_s, 60);
+        assert_eq!(c.chat.cluster.as_deref(), Some("redis://127.0.0.1:6379"));
+        // The sections keep their shared keys and their own defaults.
+        assert_eq!(c.files.service.idle_timeout_s, 300);
+        assert!(c.admin.service.enabled);
+
+        let c = load_sets(&["reactors=4", "chat.cluster=unix:/run/redis.sock"]).unwrap();
+        assert_eq!(c.reactors, Reactors::Fixed(4));
+        assert_eq!(c.chat.cluster.as_deref(), Some("unix:/run/redis.sock"));
+        let c = load_sets(&["reactors=auto"]).unwrap();
+        assert_eq!(c.reactors, Reactors::Auto);
     }
 
     #[test]

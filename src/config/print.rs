@@ -74,6 +74,11 @@ mod tests {
             "exec.allow_shell=true",
             "files.max_connections=7",
             "auth.max_failures=0",
+            "reactors=auto",
+            "chat.cluster=redis://127.0.0.1:6379",
+            "files.resume_ttl_s=60",
+            "admin.header_timeout_s=2",
+            "limits.max_connections_per_ip=3",
         ])
         .unwrap();
         assert_round_trip(&c);

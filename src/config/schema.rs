@@ -13,6 +13,7 @@ use crate::services::ServiceId;
 pub(super) fn schema() -> Table {
     let mut full = Config::default();
     full.limits.max_connections = Some(0);
+    full.chat.cluster = Some(String::new());
     for id in ServiceId::ALL {
         full.service_mut(id).listen = Some(String::new());
     }

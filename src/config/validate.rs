@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use super::{Config, ConfigError, ListenAddr};
+use super::{Config, ConfigError, ListenAddr, Reactors};
 use crate::services::ServiceId;
 
 impl Config {
@@ -49,6 +49,13 @@ impl Config {
                 "`exec.workdir` {:?} is not valid UTF-8",
                 self.exec.workdir.display()
             )));
+        }
+        if let Reactors::Fixed(n) = self.reactors {
+            at_least("reactors", n, 1, " (or \"auto\")")?;
+        }
+        if let Some(cluster) = &self.chat.cluster {
+            check_cluster(cluster)
+                .map_err(|reason| ConfigError(format!("`chat.cluster` = {cluster:?}: {reason}")))?;
         }
         if let Some(max) = self.limits.max_connections {
             at_least("limits.max_connections", max, 1, "")?;
@@ -98,6 +105,43 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks a `chat.cluster` value: `redis://HOST:PORT` (HOST a name or an
+/// address, IPv6 in brackets) or `unix:/path` (an absolute path). Nothing
+/// is resolved or connected here: the daemon that uses the value reports
+/// an unreachable Redis at run time, since Redis may start after it.
+fn check_cluster(text: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected redis://HOST:PORT or unix:/path";
+    if let Some(path) = text.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("a Unix socket needs an absolute path; {EXPECTED}"));
+        }
+        if path.contains('\0') {
+            return Err("a Unix socket path cannot contain a NUL byte".to_string());
+        }
+        return Ok(());
+    }
+    let Some(authority) = text.strip_prefix("redis://") else {
+        return Err(EXPECTED.to_string());
+    };
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err(format!("no port; {EXPECTED}"));
+    };
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    let plain = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
+    if !(bracketed || plain) {
+        return Err(format!(
+            "`{host}` is not a host name or address; {EXPECTED}"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("`{port}` is not a port (1-65535); {EXPECTED}")),
     }
 }
 
@@ -309,6 +353,49 @@ mod tests {
             "limits.max_connections=1",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn reactors_must_be_at_least_one_or_auto() {
+        assert_mentions(
+            &error_of(load_sets(&["reactors=0"])),
+            &["`reactors` must be at least 1"],
+        );
+        assert_mentions(
+            &error_of(load_sets(&["reactors=many"])),
+            &["`reactors`", "\"auto\""],
+        );
+        assert_mentions(
+            &error_of(load_sets(&["reactors=-2"])),
+            &["`reactors`", "\"auto\""],
+        );
+        load_sets(&["reactors=1"]).unwrap();
+    }
+
+    #[test]
+    fn chat_cluster_must_be_redis_or_unix() {
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://redis.internal:6380",
+            "redis://[::1]:6379",
+            "unix:/run/redis/redis.sock",
+        ] {
+            load_sets(&[&format!("chat.cluster={good}")]).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "127.0.0.1:6379",
+            "redis://",
+            "redis://host",
+            "redis://host:0",
+            "redis://host:port",
+            "redis://:6379",
+            "redis://a/b:6379",
+            "unix:relative.sock",
+            "http://127.0.0.1:6379",
+        ] {
+            let message = error_of(load_sets(&[&format!("chat.cluster={bad}")]));
+            assert_mentions(&message, &["`chat.cluster`", "redis://HOST:PORT"]);
+        }
     }
 
     #[test]
