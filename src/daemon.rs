@@ -84,14 +84,14 @@ fn serve(args: Args) -> Result<(), String> {
     let mut config =
         config::load(args.config.as_deref(), &args.set, &flags).map_err(|e| e.to_string())?;
     let open_files = raise_open_file_limit();
-    let max_connections = *config
-        .limits
-        .max_connections
-        .get_or_insert(open_files.saturating_sub(32).max(1));
+    let derived_max = open_files.saturating_sub(32).max(1);
     if args.print_config {
-        print!("{}", config.to_toml());
+        // Printed before the limit is filled in, so the file shows it as a
+        // derived comment and a file fed back keeps deriving it.
+        print!("{}", config.to_toml(Some(derived_max)));
         return Ok(());
     }
+    let max_connections = *config.limits.max_connections.get_or_insert(derived_max);
 
     // Bind first: a port in use must fail before any file is made or any
     // line says "listening". Dropping `bound` on a later error closes the

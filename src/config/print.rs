@@ -1,4 +1,17 @@
-//! `serve --print-config`: the effective configuration as TOML.
+//! `serve --print-config`: the effective configuration as a TOML file that
+//! can be edited and fed back with `--config`.
+//!
+//! # Derived values are comments
+//!
+//! Some values are not set by any layer but worked out at start: a
+//! service's `listen` (from `bind`, `port_base` and its offset) and
+//! `limits.max_connections` (from the open-file limit). Printing them as
+//! keys would freeze them: a file printed with `port_base = 7000` and then
+//! edited to `port_base = 8000` would still listen on 7007, because the
+//! printed `listen` keys win over the derivation. So a derived value is
+//! printed as a comment in its section (`# listen = "127.0.0.1:7007"`),
+//! where it informs the reader and does nothing; a value some layer set is
+//! printed as a key, as it was set.
 
 use std::path::PathBuf;
 
@@ -6,26 +19,55 @@ use super::Config;
 use crate::services::ServiceId;
 
 impl Config {
-    /// The effective configuration as TOML, for `--print-config`: every
-    /// `<service>.listen` is written out resolved, and
-    /// `limits.max_connections` appears once the daemon has resolved it.
+    /// The configuration as TOML, for `--print-config`. Values some layer
+    /// set are keys; derived values are comments: each service's resolved
+    /// `listen` when the configuration leaves it derived, and
+    /// `limits.max_connections` as `derived_max_connections` (what the
+    /// daemon would resolve it to) when the configuration leaves it unset.
     /// Loading the text again gives the same configuration.
-    pub fn to_toml(&self) -> String {
-        let mut shown = self.clone();
-        for id in ServiceId::ALL {
-            // A listen that does not resolve is left as written; `load`
-            // never returns such a configuration, so this only matters for
-            // one built by hand.
-            if let Ok(addr) = self.listen_addr(id) {
-                shown.service_mut(id).listen = Some(addr.to_string());
-            }
-        }
+    pub fn to_toml(&self, derived_max_connections: Option<usize>) -> String {
         // TOML strings are UTF-8 and paths need not be. `load` refuses a
         // path that is not UTF-8, so the lossy conversion changes nothing
         // for a loaded configuration; it only keeps this function total.
+        let mut shown = self.clone();
         shown.data_dir = PathBuf::from(shown.data_dir.to_string_lossy().into_owned());
         shown.exec.workdir = PathBuf::from(shown.exec.workdir.to_string_lossy().into_owned());
-        toml::to_string(&shown).expect("a Config with UTF-8 paths is always valid TOML")
+        let body = toml::to_string(&shown).expect("a Config with UTF-8 paths is always valid TOML");
+
+        let mut out = String::from(
+            "# socketlab configuration, as `socketlab serve --print-config` printed it.\n\
+             # Feed it back with `socketlab serve --config FILE`. Commented lines show\n\
+             # values worked out at start; uncomment one to pin it.\n\n",
+        );
+        for line in body.lines() {
+            out.push_str(line);
+            out.push('\n');
+            let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
+                continue;
+            };
+            if section == "limits" && self.limits.max_connections.is_none() {
+                if let Some(max) = derived_max_connections {
+                    out.push_str(&format!(
+                        "# max_connections = {max}  (derived: the open-file limit minus 32)\n"
+                    ));
+                }
+                continue;
+            }
+            let Some(id) = ServiceId::from_name(section) else {
+                continue;
+            };
+            // A listen that does not resolve is left out; `load` never
+            // returns such a configuration, so this only matters for one
+            // built by hand.
+            if self.service(id).listen.is_none()
+                && let Ok(addr) = self.listen_addr(id)
+            {
+                out.push_str(&format!(
+                    "# listen = \"{addr}\"  (derived from bind and port_base)\n"
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -40,18 +82,18 @@ mod tests {
     // ---- Printing --------------------------------------------------------
 
     /// Prints `config`, loads the text back from a real file, and checks
-    /// that nothing changed but the listens, which come back resolved.
+    /// that nothing changed, and that printing again gives the same text.
     fn assert_round_trip(config: &Config) {
-        let printed = config.to_toml();
+        let printed = config.to_toml(Some(1000));
         let file = TempFile::with(&printed);
         let reloaded = load(Some(&file.0), &[], &Overrides::default())
             .unwrap_or_else(|e| panic!("printed config must load: {e}\n{printed}"));
-        let mut expected = config.clone();
-        for id in ServiceId::ALL {
-            expected.service_mut(id).listen = Some(config.listen_addr(id).unwrap().to_string());
-        }
-        assert_eq!(reloaded, expected, "\n{printed}");
-        assert_eq!(reloaded.to_toml(), printed, "printing must be stable");
+        assert_eq!(&reloaded, config, "\n{printed}");
+        assert_eq!(
+            reloaded.to_toml(Some(1000)),
+            printed,
+            "printing must be stable"
+        );
     }
 
     #[test]
@@ -83,23 +125,47 @@ mod tests {
         .unwrap();
         assert_round_trip(&c);
         c = load(None, &sets(&["echo.mode=upper"]), &flags).unwrap();
-        // The daemon fills this in at start; once known it is printed too.
-        c.limits.max_connections = Some(1000);
+        // Set explicitly, it is printed as a key.
+        c.limits.max_connections = Some(1234);
         assert_round_trip(&c);
     }
 
     #[test]
-    fn to_toml_shows_resolved_listens_and_limits() {
-        let mut c = Config::default();
-        let printed = c.to_toml();
-        assert!(printed.contains("listen = \"127.0.0.1:7007\""), "{printed}");
-        assert!(printed.contains("listen = \"127.0.0.1:7512\""), "{printed}");
-        assert!(!printed.contains("max_connections = 1000"), "{printed}");
-        c.limits.max_connections = Some(1000);
-        let printed = c.to_toml();
+    fn derived_listens_and_limits_are_comments_and_set_ones_are_keys() {
+        let c = load_sets(&["echo.listen=127.0.0.1:9007"]).unwrap();
+        let printed = c.to_toml(Some(1000));
+        let table: toml::Table = printed.parse().unwrap();
+        // Set: a key.
+        assert_eq!(table["echo"]["listen"].as_str(), Some("127.0.0.1:9007"));
+        // Derived: a comment in its own section, and no key.
+        assert!(table["chat"].get("listen").is_none(), "{printed}");
+        let chat = printed.split("[chat]\n").nth(1).unwrap();
         assert!(
-            printed.contains("[limits]\nmax_connections = 1000"),
+            chat.starts_with("# listen = \"127.0.0.1:7194\""),
             "{printed}"
+        );
+        assert!(table["limits"].get("max_connections").is_none());
+        assert!(
+            printed.contains("[limits]\n# max_connections = 1000"),
+            "{printed}"
+        );
+        assert!(!printed.contains("listen = \"127.0.0.1:9007\"  (derived"));
+    }
+
+    #[test]
+    fn an_edited_port_base_in_a_printed_file_moves_the_derived_listens() {
+        let printed = Config::default().to_toml(Some(1000));
+        let edited = printed.replace("port_base = 7000", "port_base = 8000");
+        assert_ne!(edited, printed);
+        let file = TempFile::with(&edited);
+        let c = load(Some(&file.0), &[], &Overrides::default()).unwrap();
+        assert_eq!(
+            c.listen_addr(ServiceId::Echo).unwrap(),
+            inet("127.0.0.1:8007")
+        );
+        assert_eq!(
+            c.listen_addr(ServiceId::Exec).unwrap(),
+            inet("127.0.0.1:8512")
         );
     }
 }

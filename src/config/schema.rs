@@ -244,4 +244,62 @@ mod tests {
         let message = error_of(load_sets(&["bind.ip=1"]));
         assert_mentions(&message, &["`bind` has no keys below it"]);
     }
+
+    // ---- The example file ----------------------------------------------
+
+    /// `socketlab.example.toml` at the repository root.
+    const EXAMPLE: &str = include_str!("../../socketlab.example.toml");
+
+    /// Every dotted key path in a TOML table: `echo.mode`, `bind`, ...
+    fn key_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => key_paths(inner, &path, out),
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_file_loads_to_the_defaults() {
+        let c = load_text(EXAMPLE, &[], &Overrides::default())
+            .unwrap_or_else(|e| panic!("socketlab.example.toml must load: {e}"));
+        assert_eq!(c, crate::config::Config::default());
+    }
+
+    #[test]
+    fn the_example_file_names_every_key_the_configuration_knows() {
+        // Keys without a fixed default are written commented out
+        // (`# listen = ...`); uncommenting every `# key = value` line gives
+        // a file that holds every key.
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(key, _)| {
+                        !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    }) =>
+                {
+                    rest.to_string()
+                }
+                _ => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let example: toml::Table = uncommented.parse().expect("uncommented example is TOML");
+        load_text(&uncommented, &[], &Overrides::default())
+            .unwrap_or_else(|e| panic!("uncommented example must load: {e}"));
+        let mut named = Vec::new();
+        key_paths(&example, "", &mut named);
+        let mut known = Vec::new();
+        key_paths(&super::schema(), "", &mut known);
+        named.sort();
+        known.sort();
+        assert_eq!(named, known, "socketlab.example.toml and the config differ");
+    }
 }
