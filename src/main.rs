@@ -104,26 +104,23 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Folds clap's report into one line: its `error:` line with the indented
-/// lines that continue it (the missing arguments), any `tip:` lines, and
-/// which `--help` to read.
+/// Folds clap's report into one line: its `error:` paragraph (with the
+/// lines that continue it: the missing arguments, or a value that itself
+/// holds a newline), any `tip:` lines, and which `--help` to read.
 fn one_line(report: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut in_error = false;
-    for line in report.lines() {
-        if let Some(error) = line.strip_prefix("error: ") {
-            parts.push(error.trim().to_string());
-            in_error = true;
-        } else if in_error && line.starts_with("  ") && !line.trim().is_empty() {
-            if let Some(last) = parts.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim());
-            }
-        } else if let Some(tip) = line.trim().strip_prefix("tip: ") {
-            parts.push(tip.to_string());
-            in_error = false;
-        } else {
-            in_error = false;
+    for paragraph in report.split("\n\n") {
+        let paragraph = paragraph.trim();
+        if let Some(error) = paragraph.strip_prefix("error: ") {
+            let joined: Vec<&str> = error.lines().map(str::trim).collect();
+            parts.push(joined.join(" "));
+        } else if paragraph.starts_with("tip: ") {
+            parts.extend(
+                paragraph
+                    .lines()
+                    .filter_map(|line| line.trim().strip_prefix("tip: "))
+                    .map(str::to_string),
+            );
         }
     }
     if parts.is_empty() {

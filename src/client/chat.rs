@@ -4,8 +4,13 @@
 //! socketlab chat [ADDR] [--nick NAME] [--room ROOM] [--timeout T]
 //! ```
 //!
-//! After connecting, the client sends `/nick NAME` and `/join ROOM` when
-//! they are given, then runs in one of two modes.
+//! After connecting, the client sends `/nick NAME` when it is given and
+//! waits for the daemon's answer: `* <guest> is now NAME`, or an error such
+//! as `! error: nick in use`. A nick asked for by name and not granted ends
+//! the client with an error (exit status 1) instead of carrying on under
+//! the guest nick, where the person would chat as someone they did not mean
+//! to be; `--guest-if-taken` asks for the carry-on instead. Then it sends
+//! `/join ROOM` when given, and runs in one of two modes.
 //!
 //! # On a terminal: two sources of input at once
 //!
@@ -52,7 +57,7 @@ use std::time::Duration;
 use rustyline::error::ReadlineError;
 use rustyline::{Config, DefaultEditor, ExternalPrinter};
 
-use super::{ClientError, Endpoint, Stream, parse_duration};
+use super::{ClientError, Deadline, Endpoint, Stream, parse_duration};
 
 /// The chat service's default port (PROTOCOL.md §1).
 const DEFAULT_PORT: u16 = 7194;
@@ -85,6 +90,10 @@ pub struct Args {
     /// The room to join after connecting (1-32 of A-Z a-z 0-9 _ -).
     #[arg(long, value_name = "ROOM", value_parser = parse_name)]
     pub room: Option<String>,
+    /// When the --nick is refused (taken), carry on under the guest nick
+    /// the daemon gave, with a warning, instead of exiting with an error.
+    #[arg(long, requires = "nick")]
+    pub guest_if_taken: bool,
     /// How long to wait for the connection, and for the daemon to close
     /// it after the input ends, e.g. 5, 2.5s, 250ms.
     #[arg(long, value_name = "T", default_value = "5s", value_parser = parse_duration)]
@@ -93,10 +102,29 @@ pub struct Args {
 
 pub fn run(args: Args) -> ExitCode {
     let outcome = args.addr.connect(args.timeout).and_then(|mut stream| {
-        let intro = intro_lines(args.nick.as_deref(), args.room.as_deref());
+        if let Some(nick) = &args.nick {
+            let seen = claim_nick(&mut stream, nick, Deadline::after(args.timeout))?;
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(&seen.received)
+                .and_then(|()| stdout.flush())
+                .map_err(|source| ClientError::io("writing stdout", source))?;
+            if let Some(refusal) = seen.refusal {
+                if !args.guest_if_taken {
+                    return Err(ClientError::Protocol(format!(
+                        "cannot take the nick `{nick}`: the daemon said {refusal:?}; choose \
+                         another --nick, or add --guest-if-taken to carry on as a guest"
+                    )));
+                }
+                eprintln!(
+                    "socketlab chat: nick `{nick}` refused ({refusal}); carrying on as a guest"
+                );
+            }
+        }
+        let intro = intro_lines(None, args.room.as_deref());
         stream
             .write_all(intro.as_bytes())
-            .map_err(|source| ClientError::io("sending the nick and room", source))?;
+            .map_err(|source| ClientError::io("sending the room", source))?;
         if io::stdin().is_terminal() && io::stdout().is_terminal() {
             interactive(stream, args.timeout)
         } else {
@@ -138,6 +166,73 @@ fn intro_lines(nick: Option<&str>, room: Option<&str>) -> String {
         lines.push_str(&format!("/join {room}\n"));
     }
     lines
+}
+
+/// What came back while taking the nick.
+#[derive(Debug, Default)]
+struct NickAnswer {
+    /// Every byte received up to and including the answer, to be shown
+    /// as if the client had been copying all along.
+    received: Vec<u8>,
+    /// The daemon's error line when the nick was refused.
+    refusal: Option<String>,
+}
+
+/// Sends `/nick NICK` and reads lines until the daemon answers it. The
+/// reads are one byte at a time, so nothing after the answer is consumed:
+/// the modes that follow read the rest of the stream themselves.
+fn claim_nick(
+    stream: &mut Stream,
+    nick: &str,
+    deadline: Deadline,
+) -> Result<NickAnswer, ClientError> {
+    stream
+        .write_all(format!("/nick {nick}\n").as_bytes())
+        .map_err(|source| ClientError::io("sending the nick", source))?;
+    let awaiting = "the answer to /nick";
+    let mut answer = NickAnswer::default();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read_by(&mut byte, deadline, awaiting)? == 0 {
+            return Err(ClientError::Closed {
+                awaiting: awaiting.to_string(),
+            });
+        }
+        answer.received.push(byte[0]);
+        if byte[0] != b'\n' {
+            line.push(byte[0]);
+            if line.len() > MAX_SHOWN_LINE {
+                line.clear();
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches('\r')
+            .to_string();
+        line.clear();
+        match nick_reply(&text, nick) {
+            Some(Ok(())) => return Ok(answer),
+            Some(Err(refusal)) => {
+                answer.refusal = Some(refusal);
+                return Ok(answer);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Whether `line` answers `/nick NICK`: `* <anyone> is now NICK` grants it
+/// (only the renamed member's room hears that, and NICK is unique, so it is
+/// ours), and any `! error:` line refuses it (the daemon answers commands
+/// in order, and `/nick` is the first one sent). Other lines (the welcome,
+/// join notices, what others say) are not the answer.
+fn nick_reply(line: &str, nick: &str) -> Option<Result<(), String>> {
+    if line.starts_with("! error:") {
+        return Some(Err(line.to_string()));
+    }
+    let granted = line.starts_with("* ") && line.ends_with(&format!(" is now {nick}"));
+    granted.then_some(Ok(()))
 }
 
 /// What a line typed at the prompt asks the client to do.
@@ -536,6 +631,23 @@ mod tests {
         assert!(parse_name("bob smith").is_err());
         assert!(parse_name("eve\n/quit").is_err());
         assert!(parse_name("zoë").is_err());
+    }
+
+    #[test]
+    fn the_nick_answer_is_the_rename_or_an_error_and_nothing_else() {
+        assert_eq!(nick_reply("* guest3 is now ada", "ada"), Some(Ok(())));
+        assert_eq!(
+            nick_reply("! error: nick in use", "ada"),
+            Some(Err("! error: nick in use".to_string()))
+        );
+        for other in [
+            "* welcome guest3; room lobby; 2 online; /help for commands",
+            "* guest3 joined lobby",
+            "* guest3 is now adam",
+            "<2026-01-01 00:00:00> bob: I am now ada",
+        ] {
+            assert_eq!(nick_reply(other, "ada"), None, "{other}");
+        }
     }
 
     #[test]
