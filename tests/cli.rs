@@ -115,3 +115,65 @@ fn man_prints_a_roff_page_listing_the_subcommands() {
         assert!(page.contains(sub), "the page should mention {sub}");
     }
 }
+
+// ----- One address convention for every client ------------------------------
+
+/// A TCP and UDP port on 127.0.0.1 that nothing listens on (bound, then
+/// released; nothing in the test run binds it again on purpose).
+fn unused_port() -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    drop(socket);
+    format!("127.0.0.1:{port}")
+}
+
+const HINT: &str = "(is `socketlab serve` running there?)";
+
+#[test]
+fn every_client_takes_addr_as_a_flag_and_as_the_first_argument() {
+    let addr = unused_port();
+    for client in ["echo", "daytime", "chat"] {
+        for args in [vec![client, "--addr", &addr], vec![client, &addr]] {
+            let out = socketlab(&args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(err.contains(&format!("cannot connect to {addr}")), "{err}");
+            assert!(err.contains(HINT), "{args:?}: {err}");
+        }
+        // Both at once is ambiguous: a usage error.
+        refused_in_one_line(&[client, "--addr", &addr, &addr]);
+    }
+    // exec's first argument is the program, so it takes --addr only.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.key"), "00".repeat(32)).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = socketlab(&["exec", "--addr", &addr, "--data-dir", data, "--", "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(stderr(&out).contains(HINT), "{}", stderr(&out));
+}
+
+#[test]
+fn udp_clients_give_the_same_hint_as_tcp_when_nothing_listens() {
+    let addr = unused_port();
+    for args in [
+        vec![
+            "echo",
+            "--udp",
+            "--addr",
+            &addr,
+            "--count",
+            "1",
+            "--timeout",
+            "2s",
+        ],
+        vec!["daytime", "--udp", "--addr", &addr, "--timeout", "2s"],
+    ] {
+        let out = socketlab(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("refused") && err.contains(HINT),
+            "{args:?}: {err}"
+        );
+    }
+}

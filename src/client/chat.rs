@@ -1,7 +1,7 @@
 //! socketlab chat: the interactive chat client.
 //!
 //! ```text
-//! socketlab chat [ADDR] [--nick NAME] [--room ROOM] [--timeout T]
+//! socketlab chat [--addr ADDR | ADDR] [--nick NAME] [--room ROOM] [--timeout T]
 //! ```
 //!
 //! After connecting, the client sends `/nick NAME` when it is given and
@@ -82,8 +82,16 @@ const PROMPT: &str = "> ";
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where the chat service listens: HOST:PORT (an IPv6 host in brackets) or unix:PATH.
-    #[arg(value_name = "ADDR", default_value_t = Endpoint::loopback(DEFAULT_PORT))]
+    /// Also accepted as the first argument, without `--addr`.
+    #[arg(
+        long = "addr",
+        value_name = "ADDR",
+        default_value_t = Endpoint::loopback(DEFAULT_PORT)
+    )]
     pub addr: Endpoint,
+    /// The same address given as the first argument (`socketlab chat HOST:PORT`).
+    #[arg(value_name = "ADDR", conflicts_with = "addr", hide = true)]
+    pub addr_positional: Option<Endpoint>,
     /// The nick to take after connecting (1-32 of A-Z a-z 0-9 _ -).
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub nick: Option<String>,
@@ -100,7 +108,10 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    if let Some(addr) = args.addr_positional.take() {
+        args.addr = addr;
+    }
     let outcome = args.addr.connect(args.timeout).and_then(|mut stream| {
         if let Some(nick) = &args.nick {
             let seen = claim_nick(&mut stream, nick, Deadline::after(args.timeout))?;
