@@ -9,6 +9,7 @@
 //! Run with `cargo test --test client_chat`.
 
 mod client_support;
+mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -63,6 +64,37 @@ fn a_taken_nick_ends_the_client_with_an_error_before_anything_is_said() {
         out.stdout
     );
     assert_eq!(stub.received(), vec![format!("/nick {TAKEN_NICK}")]);
+}
+
+#[test]
+fn a_nick_taken_on_the_real_daemon_ends_the_client_and_says_nothing() {
+    use std::io::Write;
+
+    let d = common::Daemon::start(&[]);
+    let mut ada = d.connect("chat");
+    ada.write_all(b"/nick ada\n").unwrap();
+    // The welcome, the join notice, then the rename: a few lines at most.
+    let renamed = (0..10).any(|_| common::read_line(&mut ada).ends_with(" is now ada\n"));
+    assert!(renamed, "ada did not get the nick");
+
+    let addr = d.tcp("chat").to_string();
+    let out = run_client(&["chat", "--addr", &addr, "--nick", "ada"], b"hello\n");
+    assert_eq!(out.code(), Some(1), "stdout: {}", out.stdout);
+    assert!(out.stderr.contains("nick in use"), "{}", out.stderr);
+
+    // Lines reach ada in order, so everything the client could have said
+    // comes before the answer to this /who.
+    ada.write_all(b"/who\n").unwrap();
+    let mut answered = false;
+    for _ in 0..20 {
+        let line = common::read_line(&mut ada);
+        assert!(!line.contains(": hello"), "the client spoke: {line}");
+        if line.starts_with("* in lobby:") {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "no answer to /who");
 }
 
 #[test]
