@@ -99,7 +99,7 @@ fn serve(args: Args) -> Result<(), String> {
     let (bound, listening) = bind_all(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    warn_if_exec_is_exposed(&config, &listening);
+    let exposure = exposure_warnings(&config, &listening);
     let shared = Shared::new(config).map_err(|e| e.to_string())?;
     let mut reactor =
         Reactor::new(bound, shared, max_connections, args.trace).map_err(|e| e.to_string())?;
@@ -115,6 +115,9 @@ fn serve(args: Args) -> Result<(), String> {
             .entry(l.service.name())
             .or_default()
             .insert(transport, l.ready.clone());
+    }
+    for warning in exposure {
+        log::warn!("{warning}");
     }
     let _pid_file = match &args.pid_file {
         Some(path) => Some(
@@ -145,19 +148,12 @@ struct Listening {
     ip: Option<std::net::IpAddr>,
 }
 
-/// The exec service runs programs for anyone holding the key. On loopback
-/// only local users can reach it; anywhere else the key is all that stands
-/// between the network and a shell as the daemon's user, and the traffic is
-/// not encrypted. That is worth a line every time the daemon starts.
-fn warn_if_exec_is_exposed(config: &Config, listening: &[Listening]) {
-    for warning in exposure_warnings(config, listening) {
-        log::warn!("{warning}");
-    }
-}
-
-/// The warnings [`warn_if_exec_is_exposed`] logs, one per exec listener on
-/// an IP address that is not loopback. Unix sockets are left to file
-/// permissions.
+/// The warnings to log at start, one per exec listener on an IP address
+/// that is not loopback. The exec service runs programs for anyone holding
+/// the key. On loopback only local users can reach it; anywhere else the
+/// key is all that stands between the network and the daemon's user, and
+/// the traffic is not encrypted, which is worth a line every time the
+/// daemon starts. Unix sockets are left to file permissions.
 fn exposure_warnings(config: &Config, listening: &[Listening]) -> Vec<String> {
     let what = if config.exec.allow_shell {
         "shell commands and programs"
