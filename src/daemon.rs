@@ -1,10 +1,14 @@
 //! `socketlab serve`: load the configuration, bind every listener, run the reactor.
 //!
-//! Start-up is all-or-nothing. Every listener is bound before anything is
-//! served; if one address is in use or one value is wrong, the daemon says
-//! so in one line on stderr and exits with status 2, having served nobody.
-//! Only then is the ready file written (atomically, so a test or script
-//! that waits for it never reads half a file), and the loop starts.
+//! Start-up is all-or-nothing ("nothing half-started", PROTOCOL.md §1).
+//! Every listener is bound before anything else happens: no `listening`
+//! line is logged, no data dir, key file or pid file is created. If one
+//! address is in use or one value is wrong, the daemon says so in one line
+//! on stderr and exits with status 2, having served nobody and left nothing
+//! behind. Only once every socket is held does it create its files, log one
+//! `listening` line per listener, write the pid file and then the ready
+//! file (atomically, so a test or script that waits for it never reads half
+//! a file), and start the loop.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -46,6 +50,10 @@ pub struct Args {
     /// Print one line per readiness event and I/O outcome.
     #[arg(long)]
     trace: bool,
+    /// Once every listener is bound, write the daemon's process id here;
+    /// removed again when the daemon exits.
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -76,21 +84,48 @@ fn serve(args: Args) -> Result<(), String> {
     let mut config =
         config::load(args.config.as_deref(), &args.set, &flags).map_err(|e| e.to_string())?;
     let open_files = raise_open_file_limit();
-    let max_connections = *config
-        .limits
-        .max_connections
-        .get_or_insert(open_files.saturating_sub(32).max(1));
+    let derived_max = open_files.saturating_sub(32).max(1);
     if args.print_config {
-        print!("{}", config.to_toml());
+        // Printed before the limit is filled in, so the file shows it as a
+        // derived comment and a file fed back keeps deriving it.
+        print!("{}", config.to_toml(Some(derived_max)));
         return Ok(());
     }
+    let max_connections = *config.limits.max_connections.get_or_insert(derived_max);
 
+    // Bind first: a port in use must fail before any file is made or any
+    // line says "listening". Dropping `bound` on a later error closes the
+    // sockets (and removes Unix socket files).
+    let (bound, listening) = bind_all(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let (bound, ready) = bind_all(&config)?;
+    let exposure = exposure_warnings(&config, &listening);
     let shared = Shared::new(config).map_err(|e| e.to_string())?;
     let mut reactor =
         Reactor::new(bound, shared, max_connections, args.trace).map_err(|e| e.to_string())?;
+    let mut ready = Ready::new();
+    for l in &listening {
+        log::info!("listening {} {} {}", l.service, l.transport, l.shown);
+        let transport = if l.transport == "unix" {
+            "tcp"
+        } else {
+            l.transport
+        };
+        ready
+            .entry(l.service.name())
+            .or_default()
+            .insert(transport, l.ready.clone());
+    }
+    for warning in exposure {
+        log::warn!("{warning}");
+    }
+    let _pid_file = match &args.pid_file {
+        Some(path) => Some(
+            PidFile::write(path)
+                .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &ready)
             .map_err(|e| format!("cannot write ready file {}: {e}", path.display()))?;
@@ -99,38 +134,107 @@ fn serve(args: Args) -> Result<(), String> {
     reactor.run().map_err(|e| format!("event loop failed: {e}"))
 }
 
+/// One bound listener, as the log line and the ready file show it.
+struct Listening {
+    service: ServiceId,
+    /// `tcp`, `udp` or `unix` in the log; a Unix listener is `tcp` in the
+    /// ready file (PROTOCOL.md §1).
+    transport: &'static str,
+    /// The address as logged: `127.0.0.1:7007` or `/run/e.sock`.
+    shown: String,
+    /// The address as the ready file gives it: `unix:` before a path.
+    ready: String,
+    /// The IP, for the warning about exec on a non-loopback address.
+    ip: Option<std::net::IpAddr>,
+}
+
+/// The warnings to log at start, one per exec listener on an IP address
+/// that is not loopback. The exec service runs programs for anyone holding
+/// the key. On loopback only local users can reach it; anywhere else the
+/// key is all that stands between the network and the daemon's user, and
+/// the traffic is not encrypted, which is worth a line every time the
+/// daemon starts. Unix sockets are left to file permissions.
+fn exposure_warnings(config: &Config, listening: &[Listening]) -> Vec<String> {
+    let what = if config.exec.allow_shell {
+        "shell commands and programs"
+    } else {
+        "programs"
+    };
+    listening
+        .iter()
+        .filter(|l| l.service == ServiceId::Exec && l.ip.is_some_and(|ip| !ip.is_loopback()))
+        .map(|l| {
+            format!(
+                "exec listens on {}, which is not a loopback address: anyone who can reach it \
+                 and holds the key runs {what} as this user, over an unencrypted connection \
+                 (see docs/security.md)",
+                l.shown
+            )
+        })
+        .collect()
+}
+
+/// The pid file: written once the daemon holds its sockets, removed when
+/// the daemon exits normally (this value is dropped at the end of `serve`).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> io::Result<PidFile> {
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// What the ready file says of one service: `{"tcp": ..., "udp": ...}`.
 type Ready = BTreeMap<&'static str, BTreeMap<&'static str, String>>;
 
 /// Binds every enabled service, or none: the first failure drops what was
-/// bound so far and is reported naming the service and address.
-fn bind_all(config: &Config) -> Result<(Vec<Bound>, Ready), String> {
+/// bound so far and is reported naming the service and address. Nothing is
+/// logged here; the caller logs the listeners once all are bound.
+fn bind_all(config: &Config) -> Result<(Vec<Bound>, Vec<Listening>), String> {
     let mut bound = Vec::new();
-    let mut ready = Ready::new();
+    let mut listening = Vec::new();
+    let inet = |id, transport, local: SocketAddr| Listening {
+        service: id,
+        transport,
+        shown: local.to_string(),
+        ready: local.to_string(),
+        ip: Some(local.ip()),
+    };
     for id in ServiceId::ALL {
         if !config.service(id).enabled || !services::is_implemented(id) {
             continue;
         }
         let addr = config.listen_addr(id).map_err(|e| e.to_string())?;
-        let entry = ready.entry(id.name()).or_default();
         match addr {
             ListenAddr::Inet(addr) => {
                 let (tcp, udp) = bind_inet(id, addr)?;
                 let local = tcp.local_addr().map_err(|e| e.to_string())?;
-                log::info!("listening {id} tcp {local}");
-                entry.insert("tcp", local.to_string());
+                listening.push(inet(id, "tcp", local));
                 bound.push(Bound::Stream(id, ListenSocket::Tcp(tcp)));
                 if let Some(udp) = udp {
                     let local = udp.local_addr().map_err(|e| e.to_string())?;
-                    log::info!("listening {id} udp {local}");
-                    entry.insert("udp", local.to_string());
+                    listening.push(inet(id, "udp", local));
                     bound.push(Bound::Datagram(id, udp));
                 }
             }
             ListenAddr::Unix(path) => {
                 let listener = bind_unix(id, &path)?;
-                log::info!("listening {id} unix {}", path.display());
-                entry.insert("tcp", format!("unix:{}", path.display()));
+                listening.push(Listening {
+                    service: id,
+                    transport: "unix",
+                    shown: path.display().to_string(),
+                    ready: format!("unix:{}", path.display()),
+                    ip: None,
+                });
                 bound.push(Bound::Stream(
                     id,
                     ListenSocket::Unix(listener, path.clone()),
@@ -144,15 +248,14 @@ fn bind_all(config: &Config) -> Result<(Vec<Bound>, Ready), String> {
                         let udp = mio::net::UdpSocket::bind(addr)
                             .map_err(|e| format!("cannot listen for {id} on udp {addr}: {e}"))?;
                         let local = udp.local_addr().map_err(|e| e.to_string())?;
-                        log::info!("listening {id} udp {local}");
-                        entry.insert("udp", local.to_string());
+                        listening.push(inet(id, "udp", local));
                         bound.push(Bound::Datagram(id, udp));
                     }
                 }
             }
         }
     }
-    Ok((bound, ready))
+    Ok((bound, listening))
 }
 
 /// Binds a service's TCP listener and, if it has one, its UDP socket on the
@@ -253,4 +356,46 @@ fn raise_open_file_limit() -> usize {
         }
     }
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_on(addr: &str) -> Listening {
+        let addr: SocketAddr = addr.parse().unwrap();
+        Listening {
+            service: ServiceId::Exec,
+            transport: "tcp",
+            shown: addr.to_string(),
+            ready: addr.to_string(),
+            ip: Some(addr.ip()),
+        }
+    }
+
+    #[test]
+    fn exec_on_a_non_loopback_address_is_warned_about_naming_the_risk() {
+        let config = Config::default();
+        let warnings = exposure_warnings(&config, &[exec_on("192.0.2.7:7512")]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let w = &warnings[0];
+        assert!(w.contains("192.0.2.7:7512"), "{w}");
+        assert!(w.contains("not a loopback address"), "{w}");
+        assert!(w.contains("unencrypted"), "{w}");
+        assert!(!w.contains("shell"), "{w}");
+
+        let mut config = Config::default();
+        config.exec.allow_shell = true;
+        let warnings = exposure_warnings(&config, &[exec_on("[2001:db8::1]:7512")]);
+        assert!(warnings[0].contains("shell commands"), "{warnings:?}");
+    }
+
+    #[test]
+    fn exec_on_loopback_and_other_services_anywhere_are_not_warned_about() {
+        let config = Config::default();
+        let mut echo = exec_on("192.0.2.7:7007");
+        echo.service = ServiceId::Echo;
+        let quiet = [exec_on("127.0.0.1:7512"), exec_on("[::1]:7512"), echo];
+        assert!(exposure_warnings(&config, &quiet).is_empty());
+    }
 }

@@ -1,6 +1,6 @@
 //! Reading and writing the quantities the command line talks about:
 //! durations (`10s`, `500ms`), sizes (`64`, `64K`), and the figures in the
-//! load generator's reports (`1,523,456`, `85.2µs`, `9.7 MB/s`). One
+//! load generator's reports (`1,523,456`, `85.2µs`, `9.27 MiB/s`). One
 //! parser for each, shared by the clients and the load generator.
 //!
 //! The parsers are used as clap value parsers, so a bad value is a usage
@@ -96,17 +96,20 @@ pub fn nanos(ns: u64) -> String {
     }
 }
 
-/// Writes a byte count in decimal units, as network rates are usually given:
-/// `512 B`, `9.75 MB`, `1.20 GB`.
+/// Writes a byte count in binary units: `512 B`, `9.75 MiB`, `1.20 GiB`.
+/// Every figure socketlab prints uses these (the echo client, the load
+/// generator, the dashboard), as sizes on its command line do (`64K` is
+/// 65,536), so a rate read off one can be compared with another.
 pub fn bytes(n: f64) -> String {
-    if n < 1e3 {
+    const KIB: f64 = 1024.0;
+    if n < KIB {
         format!("{n:.0} B")
-    } else if n < 1e6 {
-        format!("{:.2} kB", n / 1e3)
-    } else if n < 1e9 {
-        format!("{:.2} MB", n / 1e6)
+    } else if n < KIB * KIB {
+        format!("{:.2} KiB", n / KIB)
+    } else if n < KIB * KIB * KIB {
+        format!("{:.2} MiB", n / (KIB * KIB))
     } else {
-        format!("{:.2} GB", n / 1e9)
+        format!("{:.2} GiB", n / (KIB * KIB * KIB))
     }
 }
 
@@ -150,6 +153,14 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(1_523_456), "1,523,456");
+    }
+
+    #[test]
+    fn byte_counts_use_binary_units() {
+        assert_eq!(bytes(512.0), "512 B");
+        assert_eq!(bytes(1536.0), "1.50 KiB");
+        assert_eq!(bytes(9.75 * 1024.0 * 1024.0), "9.75 MiB");
+        assert_eq!(bytes(1.2 * 1024.0 * 1024.0 * 1024.0), "1.20 GiB");
     }
 
     #[test]

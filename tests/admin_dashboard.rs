@@ -21,6 +21,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, PATIENCE, read_to_end, wait_until};
@@ -118,7 +120,88 @@ fn the_dashboard_shows_the_figures_of_stats() {
     let busy = page.figure("loop-busy");
     assert!((0.0..=1.0).contains(&busy), "busy fraction {busy}");
 
+    // The charts are drawn, one line per service, and echo's byte rates
+    // stay flat at zero: no traffic came while the page ran.
+    for chart in ["connections", "received", "sent"] {
+        let mut series = page.chart_series(chart);
+        series.sort();
+        assert_eq!(series, services, "chart {chart}");
+    }
+    assert!(
+        page.chart_values("received", "echo")
+            .iter()
+            .all(|v| *v == 0.0)
+    );
+    assert_eq!(page.chart_last("connections", "echo"), 1.0);
+    assert_histogram_or_placeholder(&page, &stats);
+
     drop(kept_open);
+}
+
+#[test]
+fn the_charts_draw_and_move_as_load_arrives() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let d = Daemon::start(&[]);
+    // Echo traffic for as long as the page runs: one connection sending
+    // and reading back 64 KiB at a time, stopped by the flag (and bounded
+    // in time, should the flag never come).
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = Arc::clone(&stop);
+        let mut s = d.connect("echo");
+        std::thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            let until = Instant::now() + LIVE_DEADLINE;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                s.write_all(&chunk).unwrap();
+                common::read_exact_n(&mut s, chunk.len());
+            }
+        })
+    };
+
+    let url = format!("http://{}/", d.tcp("admin"));
+    let page = load_until_live(&chromium, &url);
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load thread");
+
+    // At least two samples, so every line has a slope to show.
+    assert!(page.chart_samples("received") >= 2);
+    // Echo's lines rose with the load: MiB/s in both directions, one
+    // connection open, and the loop turning and busy.
+    assert!(page.chart_last("received", "echo") > 0.0);
+    assert!(page.chart_last("sent", "echo") > 0.0);
+    assert!(
+        page.chart_values("received", "echo")
+            .iter()
+            .any(|v| *v > 0.0)
+    );
+    assert_eq!(page.chart_last("connections", "echo"), 1.0);
+    // Quiet services stay flat.
+    assert!(
+        page.chart_values("received", "chargen")
+            .iter()
+            .all(|v| *v == 0.0)
+    );
+    assert!(page.chart_last("turns", "loop") > 0.0);
+    let busy = page.chart_last("busy", "loop");
+    assert!(busy > 0.0 && busy <= 100.0, "busy {busy} %");
+    // No per-service message counter in /stats: the chart says so.
+    if stats(&d)["services"]["echo"].get("messages").is_none() {
+        assert_eq!(page.chart_state("messages"), "placeholder");
+    }
+}
+
+/// The turn histogram is drawn when `/stats` has `loop.turn_histogram`,
+/// and is a labelled placeholder otherwise.
+fn assert_histogram_or_placeholder(page: &Page, stats: &serde_json::Value) {
+    let expected = if stats["loop"].get("turn_histogram").is_some() {
+        "drawn"
+    } else {
+        "placeholder"
+    };
+    assert_eq!(page.chart_state("histogram"), expected);
 }
 
 const COUNTERS: [&str; 5] = [
@@ -318,6 +401,66 @@ impl Page {
             .find(&format!("data-field=\"{field}\""))
             .unwrap_or_else(|| panic!("no {field} cell for {service}"));
         tag_at(row, i)
+    }
+}
+
+impl Page {
+    /// The SVG of one chart, `<svg id="chart-NAME" ...>...</svg>`.
+    fn chart(&self, name: &str) -> &str {
+        let start = self
+            .dom
+            .find(&format!("id=\"chart-{name}\""))
+            .unwrap_or_else(|| panic!("no chart {name}"));
+        let start = self.dom[..start].rfind('<').expect("svg start");
+        let svg = &self.dom[start..];
+        &svg[..svg.find("</svg>").expect("svg end")]
+    }
+
+    fn chart_state(&self, name: &str) -> String {
+        attr(tag_at(self.chart(name), 0), "data-state").unwrap_or_default()
+    }
+
+    fn chart_samples(&self, name: &str) -> usize {
+        let tag = tag_at(self.chart(name), 0);
+        attr(tag, "data-samples")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("chart {name} has no samples: {tag}"))
+    }
+
+    /// The series (lines) a chart draws, in page order.
+    fn chart_series(&self, name: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = self.chart(name);
+        while let Some(i) = rest.find("<polyline ") {
+            let tag = tag_at(rest, i);
+            names.push(attr(tag, "data-series").expect("series name"));
+            rest = &rest[i + tag.len()..];
+        }
+        names
+    }
+
+    fn polyline(&self, name: &str, series: &str) -> &str {
+        let chart = self.chart(name);
+        let i = chart
+            .find(&format!("data-series=\"{series}\""))
+            .unwrap_or_else(|| panic!("chart {name} has no line for {series}"));
+        tag_at(chart, i)
+    }
+
+    /// Every value a chart's line holds, oldest first.
+    fn chart_values(&self, name: &str, series: &str) -> Vec<f64> {
+        let raw = attr(self.polyline(name, series), "data-values").unwrap_or_default();
+        raw.split(',')
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().expect("a number"))
+            .collect()
+    }
+
+    /// The newest value of a chart's line.
+    fn chart_last(&self, name: &str, series: &str) -> f64 {
+        let raw = attr(self.polyline(name, series), "data-last").unwrap_or_default();
+        raw.parse()
+            .unwrap_or_else(|_| panic!("chart {name} {series}: no last value"))
     }
 }
 

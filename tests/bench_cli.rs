@@ -307,6 +307,11 @@ fn a_refused_connection_is_a_failure() {
         "stderr:\n{}",
         run.stderr
     );
+    assert!(
+        run.stderr.contains("is `socketlab serve` running there?"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -323,7 +328,7 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn ctrl_c_prints_the_summary_so_far() {
+fn ctrl_c_prints_the_summary_so_far_and_exits_130() {
     let addr = echo_server(Echo::Faithful).to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_socketlab"))
         .args([
@@ -364,7 +369,8 @@ fn ctrl_c_prints_the_summary_so_far() {
         panic!("no exit within 20 s of SIGINT");
     };
     let output = output.unwrap();
-    assert_eq!(output.status.code(), Some(0));
+    // 128 + SIGINT, after the summary, as shells expect of an interrupted run.
+    assert_eq!(output.status.code(), Some(130));
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["interrupted"], true);
     assert_eq!(json["clean"], true);
@@ -542,6 +548,12 @@ fn udp_with_nobody_listening_fails_clearly() {
     assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
     assert!(
         run.stderr.contains("none of 20 datagrams came back"),
+        "{}",
+        run.stderr
+    );
+    // The same hint as for a refused TCP connection.
+    assert!(
+        run.stderr.contains("is `socketlab serve` running there?"),
         "{}",
         run.stderr
     );

@@ -9,13 +9,16 @@
 //! Run with `cargo test --test client_chat`.
 
 mod client_support;
+mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use client_support::{ChatStub, OnQuit, STEP, STUB_TS, refused_addr, run_client, scratch_path};
+use client_support::{
+    ChatStub, OnQuit, STEP, STUB_TS, TAKEN_NICK, refused_addr, run_client, scratch_path,
+};
 
 // ---------------------------------------------------------------------------
 // Scripted mode.
@@ -42,6 +45,74 @@ fn scripted_sends_every_line_then_quits_and_prints_everything() {
     assert_eq!(
         stub.received(),
         ["/nick alice", "/join den", "hello", "second line", "/quit"]
+    );
+}
+
+#[test]
+fn a_taken_nick_ends_the_client_with_an_error_before_anything_is_said() {
+    let stub = ChatStub::start(OnQuit::ByeAndClose);
+    let addr = stub.addr.to_string();
+    let out = run_client(&["chat", &addr, "--nick", TAKEN_NICK], b"hello\n");
+    assert_eq!(out.code(), Some(1), "stdout: {}", out.stdout);
+    assert!(out.stderr.contains("nick in use"), "{}", out.stderr);
+    assert!(out.stderr.contains("--guest-if-taken"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // The welcome and the refusal were shown; nothing was said as a guest.
+    assert!(
+        out.stdout.contains("! error: nick in use"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(stub.received(), vec![format!("/nick {TAKEN_NICK}")]);
+}
+
+#[test]
+fn a_nick_taken_on_the_real_daemon_ends_the_client_and_says_nothing() {
+    use std::io::Write;
+
+    let d = common::Daemon::start(&[]);
+    let mut ada = d.connect("chat");
+    ada.write_all(b"/nick ada\n").unwrap();
+    // The welcome, the join notice, then the rename: a few lines at most.
+    let renamed = (0..10).any(|_| common::read_line(&mut ada).ends_with(" is now ada\n"));
+    assert!(renamed, "ada did not get the nick");
+
+    let addr = d.tcp("chat").to_string();
+    let out = run_client(&["chat", "--addr", &addr, "--nick", "ada"], b"hello\n");
+    assert_eq!(out.code(), Some(1), "stdout: {}", out.stdout);
+    assert!(out.stderr.contains("nick in use"), "{}", out.stderr);
+
+    // Lines reach ada in order, so everything the client could have said
+    // comes before the answer to this /who.
+    ada.write_all(b"/who\n").unwrap();
+    let mut answered = false;
+    for _ in 0..20 {
+        let line = common::read_line(&mut ada);
+        assert!(!line.contains(": hello"), "the client spoke: {line}");
+        if line.starts_with("* in lobby:") {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "no answer to /who");
+}
+
+#[test]
+fn guest_if_taken_carries_on_as_the_guest_with_a_warning() {
+    let stub = ChatStub::start(OnQuit::ByeAndClose);
+    let addr = stub.addr.to_string();
+    let args = ["chat", &addr, "--nick", TAKEN_NICK, "--guest-if-taken"];
+    let out = run_client(&args, b"hello\n");
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("carrying on as a guest"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains(&format!("{STUB_TS} guest1: hello")),
+        "{}",
+        out.stdout
     );
 }
 

@@ -130,6 +130,24 @@ fn a_blocking_recv_with_a_timeout_fails_with_eagain_once_the_timeout_passes() {
     );
 }
 
+#[test]
+fn a_settimeout_style_wait_is_non_blocking_and_times_out_in_poll_without_a_recv() {
+    let finding = timeout::run().unwrap();
+    let s = &finding.facts.settimeout;
+    assert!(s.o_nonblock, "settimeout() leaves O_NONBLOCK set");
+    assert!(s.poll_timed_out);
+    assert!(!s.recv_called);
+    assert_eq!(
+        finding.observations[1].mode,
+        Mode::Wait {
+            timeout_ms: finding.facts.timeout_ms
+        }
+    );
+    let note = &finding.observations[1].why;
+    assert!(note.contains("TimeoutError"), "{note}");
+    assert!(finding.observations[0].why.contains("BlockingIOError"));
+}
+
 // ---------------------------------------------------------------------------
 // 6. message boundaries
 

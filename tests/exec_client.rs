@@ -166,6 +166,20 @@ fn shell_runs_when_the_daemon_allows_them() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("shell disabled"));
 }
 
+#[test]
+fn the_shell_refusal_says_it_stops_shell_requests_only() {
+    let d = Daemon::start(&[]);
+    let out = output(client(&d).args(["--shell", "exit 3"]));
+    assert_eq!(out.status.code(), Some(126));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"shell\" requests only"), "{stderr}");
+    assert!(stderr.contains("exec.allow"), "{stderr}");
+    // What the message says: the same command as argv is a program run,
+    // which the default exec.allow admits.
+    let out = output(client(&d).args(["--", "sh", "-c", "exit 3"]));
+    assert_eq!(out.status.code(), Some(3));
+}
+
 // ---- Failures ----
 
 #[test]
@@ -198,6 +212,27 @@ fn a_wrong_key_fails_with_255_and_says_so() {
 }
 
 #[test]
+fn a_wrong_key_from_another_data_dir_suggests_data_dir() {
+    let d = Daemon::start(&[]);
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("secret.key"), "cd".repeat(32)).unwrap();
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_socketlab"))
+            .args(["exec", "--addr", &d.tcp("exec").to_string(), "--data-dir"])
+            .arg(other.path())
+            .args(["--", "true"]),
+    );
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    assert!(stderr.contains("--data-dir DIR"), "{stderr}");
+    assert!(
+        stderr.contains(&other.path().display().to_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_throttled_client_is_told_so() {
     let d = Daemon::start(&["--set", "auth.max_failures=1"]);
     let bad = tempfile::tempdir().unwrap();
@@ -209,6 +244,12 @@ fn a_throttled_client_is_told_so() {
     assert_eq!(out.status.code(), Some(255));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("too many failed attempts"), "{stderr}");
+    // The client adds how long to wait (auth.lockout_s's default).
+    assert!(
+        stderr.contains("wait 60 s after the last failed attempt"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]
@@ -240,6 +281,17 @@ fn no_daemon_means_255() {
     );
     assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key"));
+    // No key in the data dir given: the message says to give the daemon's.
+    let empty = tempfile::tempdir().unwrap();
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_socketlab"))
+            .args(["exec", "--addr", &addr.to_string(), "--data-dir"])
+            .arg(empty.path())
+            .args(["--", "true"]),
+    );
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--data-dir DIR"), "{stderr}");
 }
 
 #[test]

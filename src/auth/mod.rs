@@ -65,27 +65,35 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum KeyAction {
-    /// Print the key file's path, creating the key first if there is none
-    /// (as the daemon does on its first start).
+    /// Print the key file's path; the key must exist (the daemon creates it
+    /// in its data dir on its first start).
     Show,
-    /// Replace the key with a fresh one, atomically, and print the file's
-    /// path.
+    /// Replace the existing key with a fresh one, atomically, and print the
+    /// file's path.
     Rotate,
 }
 
 /// Runs `socketlab key ...`: prints the key file's path on stdout, notes
 /// and warnings on stderr. Exit status 0, or 1 when the file cannot be
-/// read, created or replaced.
+/// read or replaced.
+///
+/// Neither action creates a key. Run from another directory, the default
+/// data dir (`./socketlab-data`) is not the daemon's, and a key made there
+/// would be one the daemon never reads: the user would copy it to clients
+/// and see every handshake fail. So a missing key is an error that says
+/// where it looked and how to point at the daemon's data dir.
 pub fn run(args: Args) -> ExitCode {
+    let explicit_file = args.key_file.is_some();
     let path = args.key_file.unwrap_or_else(|| {
         let data_dir = args.data_dir.unwrap_or_else(|| Config::default().data_dir);
         key::default_path(&data_dir)
     });
+    if !path.exists() {
+        eprintln!("socketlab key: {}", missing_key(&path, explicit_file));
+        return ExitCode::FAILURE;
+    }
     let outcome = match args.action {
-        KeyAction::Show => load_or_create(&path).map(|file| {
-            if file.created {
-                eprintln!("created a new key in {}", path.display());
-            }
+        KeyAction::Show => load(&path).map(|file| {
             if !file.is_private() {
                 eprintln!(
                     "warning: {} has mode {:o}: others can read the key; run `chmod 600` on it",
@@ -111,6 +119,20 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The message for a key file that does not exist, naming the absolute
+/// path looked at.
+fn missing_key(path: &std::path::Path, explicit_file: bool) -> String {
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let how = if explicit_file {
+        "check the --key-file path"
+    } else {
+        "the daemon creates the key in its data dir on its first start; if it was started \
+         elsewhere or with --data-dir, give the same directory here with --data-dir DIR \
+         (or the key itself with --key-file FILE)"
+    };
+    format!("no key at {}: {how}", shown.display())
 }
 
 /// Fills `bytes` from the operating system's secure random source

@@ -1,11 +1,16 @@
 //! socketlab chat: the interactive chat client.
 //!
 //! ```text
-//! socketlab chat [ADDR] [--nick NAME] [--room ROOM] [--timeout T]
+//! socketlab chat [--addr ADDR | ADDR] [--nick NAME] [--room ROOM] [--timeout T]
 //! ```
 //!
-//! After connecting, the client sends `/nick NAME` and `/join ROOM` when
-//! they are given, then runs in one of two modes.
+//! After connecting, the client sends `/nick NAME` when it is given and
+//! waits for the daemon's answer: `* <guest> is now NAME`, or an error such
+//! as `! error: nick in use`. A nick asked for by name and not granted ends
+//! the client with an error (exit status 1) instead of carrying on under
+//! the guest nick, where the person would chat as someone they did not mean
+//! to be; `--guest-if-taken` asks for the carry-on instead. Then it sends
+//! `/join ROOM` when given, and runs in one of two modes.
 //!
 //! # On a terminal: two sources of input at once
 //!
@@ -52,7 +57,10 @@ use std::time::Duration;
 use rustyline::error::ReadlineError;
 use rustyline::{Config, DefaultEditor, ExternalPrinter};
 
-use super::{ClientError, Endpoint, Stream, parse_duration};
+use super::{ClientError, Deadline, Endpoint, Stream, parse_duration};
+
+mod nick;
+use nick::claim_nick;
 
 /// The chat service's default port (PROTOCOL.md §1).
 const DEFAULT_PORT: u16 = 7194;
@@ -77,26 +85,60 @@ const PROMPT: &str = "> ";
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where the chat service listens: HOST:PORT (an IPv6 host in brackets) or unix:PATH.
-    #[arg(value_name = "ADDR", default_value_t = Endpoint::loopback(DEFAULT_PORT))]
+    /// Also accepted as the first argument, without `--addr`.
+    #[arg(
+        long = "addr",
+        value_name = "ADDR",
+        default_value_t = Endpoint::loopback(DEFAULT_PORT)
+    )]
     pub addr: Endpoint,
+    /// The same address given as the first argument (`socketlab chat HOST:PORT`).
+    #[arg(value_name = "ADDR", conflicts_with = "addr", hide = true)]
+    pub addr_positional: Option<Endpoint>,
     /// The nick to take after connecting (1-32 of A-Z a-z 0-9 _ -).
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub nick: Option<String>,
     /// The room to join after connecting (1-32 of A-Z a-z 0-9 _ -).
     #[arg(long, value_name = "ROOM", value_parser = parse_name)]
     pub room: Option<String>,
+    /// When the --nick is refused (taken), carry on under the guest nick
+    /// the daemon gave, with a warning, instead of exiting with an error.
+    #[arg(long, requires = "nick")]
+    pub guest_if_taken: bool,
     /// How long to wait for the connection, and for the daemon to close
     /// it after the input ends, e.g. 5, 2.5s, 250ms.
     #[arg(long, value_name = "T", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    if let Some(addr) = args.addr_positional.take() {
+        args.addr = addr;
+    }
     let outcome = args.addr.connect(args.timeout).and_then(|mut stream| {
-        let intro = intro_lines(args.nick.as_deref(), args.room.as_deref());
+        if let Some(nick) = &args.nick {
+            let seen = claim_nick(&mut stream, nick, Deadline::after(args.timeout))?;
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(&seen.received)
+                .and_then(|()| stdout.flush())
+                .map_err(|source| ClientError::io("writing stdout", source))?;
+            if let Some(refusal) = seen.refusal {
+                if !args.guest_if_taken {
+                    return Err(ClientError::Protocol(format!(
+                        "cannot take the nick `{nick}`: the daemon said {refusal:?}; choose \
+                         another --nick, or add --guest-if-taken to carry on as a guest"
+                    )));
+                }
+                eprintln!(
+                    "socketlab chat: nick `{nick}` refused ({refusal}); carrying on as a guest"
+                );
+            }
+        }
+        let intro = intro_lines(None, args.room.as_deref());
         stream
             .write_all(intro.as_bytes())
-            .map_err(|source| ClientError::io("sending the nick and room", source))?;
+            .map_err(|source| ClientError::io("sending the room", source))?;
         if io::stdin().is_terminal() && io::stdout().is_terminal() {
             interactive(stream, args.timeout)
         } else {

@@ -37,8 +37,16 @@ const MAX_REPLY: usize = 64 * 1024;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where the daytime service listens: HOST:PORT (an IPv6 host in brackets) or unix:PATH (TCP only).
-    #[arg(value_name = "ADDR", default_value_t = Endpoint::loopback(DEFAULT_PORT))]
+    /// Also accepted as the first argument, without `--addr`.
+    #[arg(
+        long = "addr",
+        value_name = "ADDR",
+        default_value_t = Endpoint::loopback(DEFAULT_PORT)
+    )]
     pub addr: Endpoint,
+    /// The same address given as the first argument (`socketlab daytime HOST:PORT`).
+    #[arg(value_name = "ADDR", conflicts_with = "addr", hide = true)]
+    pub addr_positional: Option<Endpoint>,
     /// Ask the UDP daytime service instead of TCP.
     #[arg(long)]
     pub udp: bool,
@@ -50,7 +58,10 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    if let Some(addr) = args.addr_positional.take() {
+        args.addr = addr;
+    }
     let reply = if args.udp {
         ask_udp(
             &args.addr,

@@ -59,8 +59,16 @@ const MAX_DATAGRAM: usize = 65_507;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where the echo service listens: HOST:PORT (an IPv6 host in brackets) or unix:PATH.
-    #[arg(value_name = "ADDR", default_value_t = Endpoint::loopback(DEFAULT_PORT))]
+    /// Also accepted as the first argument, without `--addr`.
+    #[arg(
+        long = "addr",
+        value_name = "ADDR",
+        default_value_t = Endpoint::loopback(DEFAULT_PORT)
+    )]
     pub addr: Endpoint,
+    /// The same address given as the first argument (`socketlab echo HOST:PORT`).
+    #[arg(value_name = "ADDR", conflicts_with = "addr", hide = true)]
+    pub addr_positional: Option<Endpoint>,
     /// Use the UDP echo service instead of TCP.
     #[arg(long)]
     pub udp: bool,
@@ -78,7 +86,10 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(mut args: Args) -> ExitCode {
+    if let Some(addr) = args.addr_positional.take() {
+        args.addr = addr;
+    }
     let outcome = match (args.count, args.udp) {
         (None, false) => interactive_tcp(&args),
         (None, true) => interactive_udp(&args),

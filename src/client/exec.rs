@@ -50,6 +50,7 @@ use serde_json::{Value, json};
 use crate::auth::handshake::{self, HelloError};
 use crate::auth::key;
 use crate::codec::frame::{self, FrameDecoder, Header, Item, frame_type};
+use crate::config::AuthConfig;
 use crate::services::exec::request::signal_number;
 
 /// The exit status for the client's own failures (ssh uses the same).
@@ -91,7 +92,9 @@ pub struct Args {
     /// is seconds) [default: the daemon's exec.default_timeout_ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Run CMD with /bin/sh -c (the daemon must allow shell runs).
+    /// Run CMD with /bin/sh -c as a "shell" request, which the daemon runs
+    /// only with exec.allow_shell = true. (`-- sh -c CMD` is an ordinary
+    /// program run instead, checked against exec.allow.)
     #[arg(long, value_name = "CMD", conflicts_with = "command")]
     shell: Option<String>,
     /// The program and its arguments (after `--`).
@@ -143,7 +146,14 @@ fn execute(args: &Args) -> Result<u8, Failure> {
         .clone()
         .unwrap_or_else(|| key::default_path(&args.data_dir));
     let key = key::load(&key_path)
-        .map_err(|e| Failure::new(FAILED, format!("cannot read the key: {e}")))?
+        .map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::NotFound {
+                format!("; {}", key_hint(args))
+            } else {
+                String::new()
+            };
+            Failure::new(FAILED, format!("cannot read the key: {e}{hint}"))
+        })?
         .key;
     let endpoint: Endpoint = args
         .addr
@@ -163,7 +173,7 @@ fn execute(args: &Args) -> Result<u8, Failure> {
     let hello = reader.header()?;
     let challenge = handshake::parse_hello(&hello).map_err(|e| match e {
         HelloError::Refused { error, code } if code.as_deref() == Some("throttled") => {
-            Failure::new(FAILED, format!("refused by the daemon: {error}"))
+            Failure::new(FAILED, throttled_message(&error, args))
         }
         other => Failure::new(FAILED, other.to_string()),
     })?;
@@ -175,9 +185,10 @@ fn execute(args: &Args) -> Result<u8, Failure> {
             return Err(Failure::new(
                 FAILED,
                 format!(
-                    "{} (is {} the daemon's key?)",
+                    "{} (is {} the daemon's key? {})",
                     text(&answer, "error"),
-                    key_path.display()
+                    key_path.display(),
+                    key_hint(args)
                 ),
             ));
         }
@@ -222,6 +233,42 @@ fn execute(args: &Args) -> Result<u8, Failure> {
         std::thread::spawn(move || send_stdin(&writer));
     }
     relay_output(&mut reader)
+}
+
+/// Where to look when the key is missing or wrong: the daemon's own data
+/// dir, which is relative to where the daemon was started.
+fn key_hint(args: &Args) -> String {
+    if args.key_file.is_some() {
+        "point --key-file at the key in the daemon's data dir".to_string()
+    } else {
+        format!(
+            "the key is <data dir>/secret.key, and this looked in {}; give the daemon's data \
+             dir with --data-dir DIR, or the key with --key-file FILE",
+            shown_dir(&args.data_dir)
+        )
+    }
+}
+
+/// The daemon's throttle text (fixed by PROTOCOL.md §5.2) plus how long to
+/// wait: the client cannot ask the daemon for its `auth.lockout_s`, so it
+/// names the default, and says the lockout counts from the last failure.
+fn throttled_message(error: &str, args: &Args) -> String {
+    let lockout = AuthConfig::default().lockout_s;
+    format!(
+        "refused by the daemon: {error}: this address failed to authenticate too often; wait \
+         {lockout} s after the last failed attempt (auth.lockout_s, {lockout} s unless the \
+         daemon sets it), and make sure the key is the daemon's first ({})",
+        key_hint(args)
+    )
+}
+
+/// A directory as the user should read it: absolute, so a relative default
+/// (`socketlab-data`) says which directory it resolved to.
+fn shown_dir(dir: &std::path::Path) -> String {
+    std::path::absolute(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Reads output frames until the exit frame, writing the output as it

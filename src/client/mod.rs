@@ -435,7 +435,16 @@ impl fmt::Display for ClientError {
                 write!(f, "the daemon closed the connection before {awaiting}")
             }
             ClientError::Protocol(what) => write!(f, "{what}"),
-            ClientError::Io { doing, source } => write!(f, "{doing}: {source}"),
+            ClientError::Io { doing, source } => {
+                write!(f, "{doing}: {source}")?;
+                // Over UDP a refused port shows up on the next receive as
+                // ECONNREFUSED (from the ICMP port-unreachable), not at
+                // connect; it means the same as for TCP.
+                if source.kind() == io::ErrorKind::ConnectionRefused {
+                    write!(f, " (is `socketlab serve` running there?)")?;
+                }
+                Ok(())
+            }
         }
     }
 }

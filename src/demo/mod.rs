@@ -10,7 +10,8 @@
 //!
 //! - [`nonblocking`]: eight small experiments, one per idea a reader needs
 //!   before writing an event loop: `accept`, `connect`, `recv` and `send`
-//!   in non-blocking mode, timeouts on blocking sockets, message boundaries
+//!   in non-blocking mode, timeouts (`SO_RCVTIMEO`, and Python's
+//!   `settimeout()`, which is non-blocking mode plus `poll`), message boundaries
 //!   (TCP "sticky packets" against UDP datagrams), edge-triggered readiness,
 //!   and Nagle's algorithm.
 //! - [`blocking_vs_reactor`]: the same slow clients served one at a time by

@@ -88,7 +88,9 @@ pub enum Mode {
     /// `O_NONBLOCK` is set: the call returns at once, with `EAGAIN` if it
     /// would have had to sleep (Python's `setblocking(False)`).
     NonBlocking,
-    /// Blocking, but for at most this long (`SO_RCVTIMEO`, Python's `settimeout`).
+    /// Blocking, but for at most this long (`SO_RCVTIMEO`, set with
+    /// `setsockopt`; Rust's `set_read_timeout`). Python's `settimeout` is
+    /// not this: it is `O_NONBLOCK` plus a [`Mode::Wait`] in `poll`.
     Timeout { timeout_ms: u64 },
     /// A readiness wait (`poll(2)`, or `epoll` through mio) that gives up after this long.
     Wait { timeout_ms: u64 },

@@ -642,7 +642,7 @@ impl Room {
                     self.members[index].link = Link::Connecting { stream, since: now };
                     self.pending_connects += 1;
                 }
-                Err(e) => self.fail(index, format!("connect failed: {e}")),
+                Err(e) => self.fail(index, super::connect_failed(&e)),
             }
         }
     }
@@ -708,7 +708,7 @@ impl Room {
             match connect_result(stream) {
                 ConnectResult::Pending => return,
                 ConnectResult::Failed(e) => {
-                    self.fail(index, format!("connect failed: {e}"));
+                    self.fail(index, super::connect_failed(&e));
                     return;
                 }
                 ConnectResult::Connected => {

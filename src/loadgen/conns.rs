@@ -315,10 +315,7 @@ impl Holder {
                             Err(e) => {
                                 connect_failed += 1;
                                 interval.errors += 1;
-                                failures.push(Failure::on(
-                                    index as u64,
-                                    format!("connect failed: {e}"),
-                                ));
+                                failures.push(Failure::on(index as u64, super::connect_failed(&e)));
                             }
                         }
                     }
@@ -384,8 +381,7 @@ impl Holder {
                             pending -= 1;
                             connect_failed += 1;
                             interval.errors += 1;
-                            failures
-                                .push(Failure::on(index as u64, format!("connect failed: {e}")));
+                            failures.push(Failure::on(index as u64, super::connect_failed(&e)));
                             continue;
                         }
                         ConnectResult::Connected => {

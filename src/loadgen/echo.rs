@@ -638,7 +638,7 @@ impl Worker {
                 }
                 Err(e) => {
                     self.connect_failed += 1;
-                    self.fail(index, format!("connect failed: {e}"));
+                    self.fail(index, super::connect_failed(&e));
                 }
             }
         }
@@ -727,7 +727,7 @@ impl Worker {
                 ConnectResult::Pending => return,
                 ConnectResult::Failed(e) => {
                     self.connect_failed += 1;
-                    self.fail(index, format!("connect failed: {e}"));
+                    self.fail(index, super::connect_failed(&e));
                     return;
                 }
                 ConnectResult::Connected => {

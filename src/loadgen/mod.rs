@@ -22,7 +22,8 @@
 //!   starts when it was due, not when it was sent (see [`pacing`]).
 //! - **It must end.** Every run is bounded in time and in count, every wait
 //!   has a deadline, and Ctrl-C stops sending, collects the replies in
-//!   flight for a bounded time, and prints the summary so far.
+//!   flight for a bounded time, prints the summary so far, and exits 130
+//!   (128 + SIGINT) unless something failed (1).
 //!
 //! # The workloads
 //!
@@ -347,13 +348,26 @@ pub fn measure<T: Figures>(
         process,
     };
     let clean = report.clean;
+    let interrupted = report.interrupted;
     report.print(common.json);
-    if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    exit_status(clean, interrupted)
+}
+
+/// The exit status of a run, once its summary is printed: a failure wins
+/// (1: the server got something wrong, whether or not the run was cut
+/// short); otherwise a run stopped by Ctrl-C exits 130 (128 + SIGINT), as
+/// shells expect of an interrupted program, so a script can tell a full
+/// run from a partial one; a full clean run exits 0.
+fn exit_status(clean: bool, interrupted: bool) -> ExitCode {
+    match (clean, interrupted) {
+        (false, _) => ExitCode::from(1),
+        (true, true) => ExitCode::from(INTERRUPTED),
+        (true, false) => ExitCode::SUCCESS,
     }
 }
+
+/// The exit status of a run that Ctrl-C (SIGINT) or SIGTERM cut short.
+pub const INTERRUPTED: u8 = 128 + 2;
 
 /// Resolves `--addr` to one socket address, or explains why not.
 pub fn resolve(addr: &str) -> Result<SocketAddr, UsageError> {
@@ -425,4 +439,18 @@ pub(crate) fn would_block(e: &std::io::Error) -> bool {
 /// An `interrupted` outcome: a signal arrived during the call; retry it.
 pub(crate) fn interrupted(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Interrupted
+}
+
+/// The hint every client gives when nothing listens at the address: the
+/// usual cause is a daemon that is not running, or runs elsewhere.
+pub const NOT_RUNNING_HINT: &str = "is `socketlab serve` running there?";
+
+/// The failure text for a connection that could not be made, with the
+/// hint when the address refused it.
+pub fn connect_failed(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        format!("connect failed: {e} ({NOT_RUNNING_HINT})")
+    } else {
+        format!("connect failed: {e}")
+    }
 }

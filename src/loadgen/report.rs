@@ -134,9 +134,10 @@ impl<T: Figures> Report<T> {
             rows.push((
                 "server/unit",
                 format!(
-                    "{} turns, {} events",
+                    "{} turns, {} events per {}",
                     optional(s.iterations_per_unit, 3),
-                    optional(s.events_per_unit, 3)
+                    optional(s.events_per_unit, 3),
+                    unit_of_work(self.workload)
                 ),
             ));
         } else if let Some(note) = &self.server_note {
@@ -146,11 +147,12 @@ impl<T: Figures> Report<T> {
             rows.push((
                 "server cpu",
                 format!(
-                    "{:.3} s, {} per unit (pid {})",
+                    "{:.3} s, {} per {} (pid {})",
                     p.cpu_s,
                     p.cpu_per_unit_us
                         .map(|us| units::nanos((us * 1e3) as u64))
                         .unwrap_or_else(|| "-".into()),
+                    unit_of_work(self.workload),
                     p.pid
                 ),
             ));
@@ -217,6 +219,19 @@ pub fn failure_lines(failures: &[Failure]) -> Vec<String> {
 
 fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// What one unit of client work is in each workload, for the labels of the
+/// per-unit figures: the server's turns, events and CPU time divided by the
+/// units the client completed (see `Outcome::completed`).
+pub fn unit_of_work(workload: &str) -> &'static str {
+    match workload {
+        "echo" => "echoed message",
+        "chat" => "delivered line",
+        "udp" => "answered datagram",
+        "conns" => "connection opened",
+        _ => "unit of work",
+    }
 }
 
 #[cfg(test)]

@@ -544,7 +544,7 @@ impl Pinger {
         }
         if f.answered == 0 && f.sent > 0 {
             let why = if f.unreachable > 0 {
-                "port unreachable: nothing listens there"
+                "port unreachable: nothing listens there; is `socketlab serve` running there?"
             } else {
                 "no reply within the timeout"
             };

@@ -243,6 +243,9 @@ pub struct ChatStub {
     connections: Arc<Mutex<Vec<TcpStream>>>,
 }
 
+/// The nick the stub refuses as in use, as the daemon refuses a taken one.
+pub const TAKEN_NICK: &str = "taken";
+
 /// The timestamp the stub puts on every said line.
 pub const STUB_TS: &str = "<2026-01-01 00:00:00>";
 
@@ -308,7 +311,9 @@ fn chat_member(stream: TcpStream, k: usize, on_quit: OnQuit, log: &Mutex<Vec<Str
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
         log.lock().unwrap().push(line.clone());
-        let reply = if let Some(new) = line.strip_prefix("/nick ") {
+        let reply = if line.strip_prefix("/nick ") == Some(TAKEN_NICK) {
+            "! error: nick in use".to_string()
+        } else if let Some(new) = line.strip_prefix("/nick ") {
             let reply = format!("* {nick} is now {new}");
             nick = new.to_string();
             reply

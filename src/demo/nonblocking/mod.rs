@@ -16,7 +16,9 @@
 //! 2. [`connect`]: `EINPROGRESS`, writable readiness, then `SO_ERROR`.
 //! 3. [`recv`]: `EAGAIN`, bytes, 0 for end of stream, `ECONNRESET`.
 //! 4. [`send`]: the kernel takes what fits in its buffers, then `EAGAIN`.
-//! 5. [`timeout`]: a blocking call with a deadline, and what it costs.
+//! 5. [`timeout`]: a call with a deadline, two ways (`SO_RCVTIMEO`, and
+//!    Python's `settimeout()`, which is `O_NONBLOCK` plus `poll`), and what
+//!    it costs.
 //! 6. [`framing`]: TCP is a byte stream, UDP keeps datagrams whole.
 //! 7. [`edge`]: an edge-triggered event is a notice of change, not a state.
 //! 8. [`nagle`]: small writes, delayed ACKs and `TCP_NODELAY`.
@@ -101,7 +103,7 @@ pub const EXPERIMENTS: [Experiment; 8] = [
     },
     Experiment {
         number: 5,
-        title: "recv() on a blocking socket with a timeout",
+        title: "recv() with a timeout: SO_RCVTIMEO, and what Python's settimeout() really does",
         run: || Ok(timeout::run()?.map(Facts::Timeout)),
     },
     Experiment {

@@ -325,7 +325,10 @@ impl fmt::Display for Refusal {
                 write!(f, "program not allowed: {program:?} is not in exec.allow")
             }
             Refusal::NotFound(program) => write!(f, "program not found: {program:?}"),
-            Refusal::ShellDisabled => f.write_str("shell disabled: exec.allow_shell is false"),
+            Refusal::ShellDisabled => f.write_str(
+                "shell disabled: exec.allow_shell is false, which refuses \"shell\" requests only; \
+                 a program sent as argv (sh -c included) is checked against exec.allow instead",
+            ),
             Refusal::Busy(max) => write!(f, "too many running commands (the limit is {max})"),
             Refusal::AlreadyRunning => {
                 f.write_str("a program is already running on this connection")
