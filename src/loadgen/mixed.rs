@@ -90,6 +90,10 @@ pub struct MixedArgs {
     /// Threads per activity.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub scale: u32,
+    /// Run only these activities (comma-separated), to find which one a
+    /// failed check comes from [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ACTIVITY")]
+    pub only: Vec<Activity>,
     /// How long to wait, after the load, for the daemon to close every
     /// connection.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
@@ -194,6 +198,11 @@ pub fn run(args: MixedArgs, stop: Arc<AtomicBool>) -> ExitCode {
         max_turn: args.max_turn,
     };
     let scale = args.scale;
+    let activities = if args.only.is_empty() {
+        Activity::ALL.to_vec()
+    } else {
+        args.only.clone()
+    };
     let duration = args.duration;
     let settle = args.settle;
     super::measure(
@@ -204,32 +213,42 @@ pub fn run(args: MixedArgs, stop: Arc<AtomicBool>) -> ExitCode {
         "lives/s",
         stop,
         |session| {
-            soak(
-                session,
-                &targets,
-                pid,
-                &admin_addr,
+            let plan = Plan {
+                activities: &activities,
                 duration,
                 settle,
                 scale,
                 limits,
-            )
+            };
+            soak(session, &targets, pid, &admin_addr, &plan)
         },
     )
 }
 
+/// What one soak runs and how it is judged.
+struct Plan<'a> {
+    activities: &'a [Activity],
+    duration: Duration,
+    settle: Duration,
+    scale: u32,
+    limits: Limits,
+}
+
 /// Warm-up, baseline, load with a sample each second, settle, verdict.
-#[allow(clippy::too_many_arguments)]
 fn soak(
     session: &Session,
     targets: &Targets,
     pid: u32,
     admin: &str,
-    duration: Duration,
-    settle: Duration,
-    scale: u32,
-    limits: Limits,
+    plan: &Plan,
 ) -> Outcome<MixedFigures> {
+    let Plan {
+        activities,
+        duration,
+        settle,
+        scale,
+        limits,
+    } = *plan;
     let tally = Tally::default();
     let mut sampler = Sampler::new(pid, admin.to_string());
 
@@ -237,7 +256,7 @@ fn soak(
     eprintln!("warm-up: one life of each activity");
     let warm_until = Instant::now() + 3 * traffic::IO_TIMEOUT;
     std::thread::scope(|scope| {
-        for (i, activity) in Activity::ALL.into_iter().enumerate() {
+        for (i, &activity) in activities.iter().enumerate() {
             let (tally, stop) = (&tally, &session.stop);
             scope.spawn(move || {
                 traffic::run_lives(activity, targets, tally, 1, warm_until, stop, i as u64)
@@ -256,7 +275,7 @@ fn soak(
     let mut series = Vec::new();
     std::thread::scope(|scope| {
         for round in 0..scale {
-            for (i, activity) in Activity::ALL.into_iter().enumerate() {
+            for (i, &activity) in activities.iter().enumerate() {
                 let (tally, stop) = (&tally, &session.stop);
                 let seed = u64::from(round) * 97 + i as u64 + 1;
                 scope.spawn(move || {

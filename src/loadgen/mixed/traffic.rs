@@ -125,7 +125,7 @@ impl Tally {
 }
 
 /// The activities, each run by [`run_lives`] on a thread of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Activity {
     Echo,
     SlowReader,
