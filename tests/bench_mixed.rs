@@ -85,3 +85,19 @@ fn a_soak_without_the_daemons_pid_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --pid"));
 }
+
+#[test]
+fn an_unknown_activity_is_a_usage_error_naming_the_known_ones() {
+    let d = Daemon::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_socketlab"))
+        .args(["bench", "mixed", "--only", "echo,gopher", "--ready-file"])
+        .arg(d.path("ready.json"))
+        .args(["--pid", &d.pid().to_string()])
+        .output()
+        .expect("run bench mixed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("gopher"), "{stderr}");
+    assert!(stderr.contains("slow-reader"), "{stderr}");
+}
