@@ -178,7 +178,7 @@ pub fn run_lives(
         let result = match activity {
             Activity::Echo => echo_life(targets, tally, &mut rng),
             Activity::SlowReader => slow_reader_life(targets, tally),
-            Activity::Chat => chat_life(targets, tally, round),
+            Activity::Chat => chat_life(targets, tally, seed, round),
             Activity::Exec => exec_life(targets, tally, round),
             Activity::BadLogin => bad_login_life(targets, tally),
             Activity::Udp => udp_life(targets, tally, &mut rng),
@@ -267,13 +267,19 @@ fn slow_reader_life(t: &Targets, tally: &Tally) -> Life {
     })
 }
 
-/// Chat: three members join the lobby; the first says 20 numbered lines;
-/// the others must hear all of them, in order. Then one leaves with
-/// `/quit`, one closes, one resets.
-fn chat_life(t: &Targets, tally: &Tally, round: u64) -> Life {
+/// Chat: three members join a room of their own (created on demand, gone
+/// when they leave); the first says 20 numbered lines; the others must
+/// hear all of them, in order. Then one leaves with `/quit`, one closes,
+/// one resets.
+///
+/// A room of their own, because in a shared lobby another thread's
+/// members' lines and notices come in between, as many as that thread
+/// manages to send, and no bound on lines to skip would be safe.
+fn chat_life(t: &Targets, tally: &Tally, seed: u64, round: u64) -> Life {
+    let room = format!("soak{seed}r{round}");
     let mut members = Vec::new();
     for _ in 0..3 {
-        let s = connect(t.chat, tally)?;
+        let mut s = connect(t.chat, tally)?;
         let mut reader = BufReader::new(s.try_clone().map_err(|e| format!("clone: {e}"))?);
         let mut welcome = String::new();
         reader
@@ -284,6 +290,28 @@ fn chat_life(t: &Targets, tally: &Tally, round: u64) -> Life {
             .and_then(|r| r.split(';').next())
             .ok_or_else(|| format!("not a welcome line: {welcome:?}"))?
             .to_string();
+        s.write_all(format!("/join {room}\n").as_bytes())
+            .map_err(|e| format!("/join: {e}"))?;
+        // The joiner's own notice says the join has taken effect; lobby
+        // notices from other threads may come before it.
+        let joined = format!("* {nick} joined {room}\n");
+        let mut line = String::new();
+        let mut seen = false;
+        for _ in 0..10_000 {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Err(format!("{nick} was disconnected before joining")),
+                Ok(_) if line == joined => {
+                    seen = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("{nick} read: {e}")),
+            }
+        }
+        if !seen {
+            return Err(format!("{nick} never saw itself join {room}"));
+        }
         members.push((s, reader, nick));
     }
     let lines = 20;
@@ -297,11 +325,11 @@ fn chat_life(t: &Targets, tally: &Tally, round: u64) -> Life {
         .write_all(said.as_bytes())
         .map_err(|e| format!("say: {e}"))?;
     let marker = format!(" {speaker}: soak {round} line ");
+    // Bounded: only the room's own join notices come between.
     for (_, reader, nick) in members.iter_mut().skip(1) {
         let mut next = 0;
         let mut line = String::new();
-        // Bounded: notices and other lines are skipped, but only so many.
-        for _ in 0..lines * 10 {
+        for _ in 0..lines + 10 {
             if next == lines {
                 break;
             }
