@@ -24,8 +24,8 @@
 //! Names are unique per test run (the pid and a counter), and a `Lab`
 //! deletes its namespaces when dropped, also when the test panics;
 //! namespaces left by a run that was killed are removed by the next one.
-//! Without root, or where `ip netns` fails, [`Lab::new`] prints why and
-//! returns `None`, and the test returns early.
+//! Without root, without `ip`, `tc` or `nft`, or where `ip netns` fails,
+//! [`Lab::new`] prints why and returns `None`, and the test returns early.
 //!
 //! # The proxy
 //!
@@ -76,6 +76,12 @@ impl Lab {
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: the network-namespace tests need root");
             return None;
+        }
+        for tool in [["ip", "-V"], ["tc", "-V"], ["nft", "--version"]] {
+            if let Err(e) = sh(&tool) {
+                eprintln!("skipped: {e} (install iproute2 and nftables: .ci/install-tools)");
+                return None;
+            }
         }
         remove_stale_namespaces();
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
