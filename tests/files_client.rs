@@ -370,3 +370,81 @@ fn json_prints_one_object_per_result() {
     assert_eq!(results[2]["used"], 5);
     assert_eq!(results[2]["limit"], 10 << 20);
 }
+
+// Tests for `bench files`
+
+#[test]
+fn bench_files_verifies_every_round_and_cleans_up() {
+    let fake = FakeFiles::start(Faults::default());
+    let addr = fake.addr.to_string();
+    let local = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "files",
+        "--addr",
+        &addr,
+        "--user",
+        USER,
+        "--password-stdin",
+        "--clients",
+        "2",
+        "--size",
+        "64K",
+        "--count",
+        "5",
+        "--json",
+    ];
+    let bench = run_in(local.path(), &args, &password_line(), &[]);
+    assert_eq!(bench.code(), Some(0), "{bench:?}");
+    let report: Value = serde_json::from_str(&bench.stdout).unwrap();
+    assert_eq!(report["workload"], "files");
+    assert_eq!(report["clean"], true);
+    assert_eq!(report["logged_in"], 2);
+    assert_eq!(
+        (
+            report["rounds"].clone(),
+            report["puts"].clone(),
+            report["gets"].clone()
+        ),
+        (5.into(), 5.into(), 5.into())
+    );
+    assert_eq!(report["bytes_up"], 5 * 65_536);
+    assert_eq!(report["bytes_down"], 5 * 65_536);
+    assert_eq!(report["put_latency"]["samples"], 5);
+    let log = fake.log();
+    assert_eq!(log.requests.iter().filter(|r| r["type"] == "rm").count(), 2);
+    assert_eq!(std::fs::read_dir(fake.home.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_files_fails_when_a_download_is_corrupted() {
+    let fake = FakeFiles::start(Faults {
+        corrupt_get: true,
+        ..Faults::default()
+    });
+    let addr = fake.addr.to_string();
+    let local = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "files",
+        "--addr",
+        &addr,
+        "--user",
+        USER,
+        "--password-stdin",
+        "--clients",
+        "1",
+        "--size",
+        "10K",
+        "--count",
+        "3",
+        "--json",
+    ];
+    let bench = run_in(local.path(), &args, &password_line(), &[]);
+    assert_eq!(bench.code(), Some(1), "{bench:?}");
+    let report: Value = serde_json::from_str(&bench.stdout).unwrap();
+    assert_eq!(report["clean"], false);
+    assert_eq!(report["rounds"], 0);
+    let error = report["failures"][0]["error"].as_str().unwrap();
+    assert!(error.contains("checksum mismatch"), "{error}");
+}

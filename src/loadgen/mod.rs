@@ -32,6 +32,7 @@
 //! | `bench conns` | [`conns`] | connect rate, failures, server memory per connection |
 //! | `bench chat` | [`chat`] | chat deliveries per second, delivery latency, loss |
 //! | `bench udp` | [`udp`] | datagram round trips per second, loss, latency |
+//! | `bench files` | [`files`] | upload and download MiB/s, transfer latency, every byte verified |
 //!
 //! Each workload runs its worker threads and hands back an [`Outcome`];
 //! this module does what is common to all: signals, the status line each
@@ -49,6 +50,7 @@ pub mod admin;
 pub mod chat;
 pub mod conns;
 pub mod echo;
+pub mod files;
 pub mod link;
 pub mod pacing;
 pub mod pattern;
@@ -91,6 +93,9 @@ pub enum Workload {
     Chat(chat::ChatArgs),
     /// UDP echo: datagram round trips per second, loss and latency.
     Udp(udp::UdpArgs),
+    /// File transfers: N clients putting and getting files of a given size,
+    /// every byte verified by SHA-256; MiB/s and transfer latency.
+    Files(files::FilesArgs),
 }
 
 /// Options every workload takes.
@@ -129,6 +134,7 @@ pub fn run(args: Args) -> ExitCode {
         Workload::Conns(a) => conns::run(a, stop),
         Workload::Chat(a) => chat::run(a, stop),
         Workload::Udp(a) => udp::run(a, stop),
+        Workload::Files(a) => files::run(a, stop),
     }
 }
 
