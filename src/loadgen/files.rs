@@ -33,7 +33,10 @@
 //! Throughput in MiB/s each way, and the latency of whole transfers in HDR
 //! histograms, one for puts (from the request to the daemon's `ok`, which
 //! it sends once the file is durable) and one for gets (from the request
-//! to the last byte). Each client removes its file at the end.
+//! to the last byte). The clients log in before the clock starts: a login
+//! runs PBKDF2 with the daemon's iteration count, slow on purpose, and is
+//! not what this workload measures. Each client removes its file at the
+//! end.
 
 use std::io::Cursor;
 use std::net::SocketAddr;
@@ -53,7 +56,7 @@ use super::stats::{Interval, Latency, LatencySummary};
 use super::units::{self, parse_duration, parse_size};
 use super::{Common, Outcome, Session, UsageError};
 use crate::client::Endpoint;
-use crate::client::files::progress::Meter;
+use crate::client::files::progress::{self, Meter};
 use crate::client::files::session::Session as FilesSession;
 use crate::client::files::{FilesError, password, transfer};
 use crate::codec::hex;
@@ -132,7 +135,7 @@ impl Figures for FilesFigures {
                     units::count(self.rounds),
                     units::count(self.puts),
                     units::count(self.gets),
-                    units::bytes(self.size as f64)
+                    progress::size(self.size as u64)
                 ),
             ),
             (
@@ -162,6 +165,10 @@ pub fn run(args: FilesArgs, stop: Arc<AtomicBool>) -> ExitCode {
         Ok(password) => password,
         Err(e) => return super::usage_error(UsageError(e.to_string())),
     };
+    // Logging in runs PBKDF2 with the daemon's iteration count, which is
+    // slow on purpose; it happens before the clock starts, so that the
+    // figures are the transfers' alone.
+    let sessions = log_in_all(&args, addr, &password);
     let common = args.common.clone();
     super::measure(
         "files",
@@ -170,8 +177,32 @@ pub fn run(args: FilesArgs, stop: Arc<AtomicBool>) -> ExitCode {
         Some("files"),
         "transfers/s",
         stop,
-        |session| run_clients(&args, addr, password, session),
+        |session| run_clients(&args, sessions, session),
     )
+}
+
+/// Logs every client in, all at once, each on a thread of its own.
+fn log_in_all(
+    args: &FilesArgs,
+    addr: SocketAddr,
+    password: &str,
+) -> Vec<Result<FilesSession, FilesError>> {
+    let endpoint = Endpoint::from(addr);
+    std::thread::scope(|scope| {
+        let logins: Vec<_> = (0..args.clients)
+            .map(|_| {
+                scope.spawn(|| FilesSession::open(&endpoint, &args.user, password, args.timeout))
+            })
+            .collect();
+        logins
+            .into_iter()
+            .map(|login| {
+                login.join().unwrap_or_else(|_| {
+                    Err(FilesError::Connection("a login thread panicked".into()))
+                })
+            })
+            .collect()
+    })
 }
 
 fn validate(args: &FilesArgs) -> Result<SocketAddr, UsageError> {
@@ -184,11 +215,7 @@ fn validate(args: &FilesArgs) -> Result<SocketAddr, UsageError> {
 /// What every client needs to know.
 #[derive(Clone)]
 struct Plan {
-    endpoint: Endpoint,
-    user: String,
-    password: String,
     size: usize,
-    timeout: Duration,
     start: Instant,
     run_until: Instant,
     stop: Arc<AtomicBool>,
@@ -213,16 +240,11 @@ struct ClientResult {
 
 fn run_clients(
     args: &FilesArgs,
-    addr: SocketAddr,
-    password: String,
+    logins: Vec<Result<FilesSession, FilesError>>,
     session: &Session,
 ) -> Outcome<FilesFigures> {
     let plan = Plan {
-        endpoint: Endpoint::from(addr),
-        user: args.user.clone(),
-        password,
         size: args.size,
-        timeout: args.timeout,
         start: session.start,
         run_until: session.start + args.duration,
         stop: Arc::clone(&session.stop),
@@ -231,12 +253,12 @@ fn run_clients(
     };
     let (progress_tx, progress_rx) = session.progress_channel();
     let mut handles = Vec::new();
-    for number in 0..u64::from(args.clients) {
+    for (number, login) in (0u64..).zip(logins) {
         let plan = plan.clone();
         let progress = progress_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("bench-files-{number}"))
-            .spawn(move || run_client(number, &plan, &progress));
+            .spawn(move || run_client(number, login, &plan, &progress));
         match handle {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -279,6 +301,9 @@ fn run_clients(
         failures.extend(r.failures);
         stopped_at = stopped_at.max(r.stopped_at);
     }
+    if figures.rounds == 0 && failures.is_empty() && !session.stopped() {
+        failures.push(Failure::run("no round completed within --duration"));
+    }
     let elapsed = stopped_at.duration_since(session.start);
     let secs = elapsed.as_secs_f64().max(1e-9);
     figures.up_mib_per_s = figures.bytes_up as f64 / MIB / secs;
@@ -293,8 +318,14 @@ fn run_clients(
     }
 }
 
-/// One client: log in, run rounds until told to stop, clean up.
-fn run_client(number: u64, plan: &Plan, progress: &Sender<Interval>) -> ClientResult {
+/// One client: run rounds on its logged-in session until told to stop,
+/// then clean up.
+fn run_client(
+    number: u64,
+    login: Result<FilesSession, FilesError>,
+    plan: &Plan,
+    progress: &Sender<Interval>,
+) -> ClientResult {
     let mut result = ClientResult {
         logged_in: false,
         rounds: 0,
@@ -307,15 +338,14 @@ fn run_client(number: u64, plan: &Plan, progress: &Sender<Interval>) -> ClientRe
         failures: Vec::new(),
         stopped_at: plan.start,
     };
-    let mut session =
-        match FilesSession::open(&plan.endpoint, &plan.user, &plan.password, plan.timeout) {
-            Ok(session) => session,
-            Err(e) => {
-                result.failures.push(Failure::on(number, e.to_string()));
-                result.stopped_at = Instant::now();
-                return result;
-            }
-        };
+    let mut session = match login {
+        Ok(session) => session,
+        Err(e) => {
+            result.failures.push(Failure::on(number, e.to_string()));
+            result.stopped_at = Instant::now();
+            return result;
+        }
+    };
     result.logged_in = true;
     let remote = format!("bench-{}-{number}.bin", std::process::id());
     let mut data = contents(number, plan.size);
