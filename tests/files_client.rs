@@ -150,6 +150,34 @@ fn a_refused_get_exits_1_and_leaves_no_part_file() {
     assert!(!local.path().join("missing.part").exists());
 }
 
+#[test]
+fn a_part_file_longer_than_the_remote_file_is_kept_and_named_in_the_error() {
+    let fake = FakeFiles::start(Faults::default());
+    let addr = fake.addr.to_string();
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(fake.path("small.bin"), content(1_000)).unwrap();
+    std::fs::write(local.path().join("small.bin.part"), content(5_000)).unwrap();
+    let get = run_in(
+        local.path(),
+        &files_args(&addr, &["get", "small.bin"]),
+        &password_line(),
+        &[],
+    );
+    assert_eq!(get.code(), Some(1), "{get:?}");
+    assert!(
+        get.stderr
+            .contains("(resuming from ./small.bin.part at 5000; remove it to start over)"),
+        "{get:?}"
+    );
+    assert_eq!(
+        std::fs::read(local.path().join("small.bin.part"))
+            .unwrap()
+            .len(),
+        5_000
+    );
+    assert!(!local.path().join("small.bin").exists());
+}
+
 // Tests for the login
 
 #[test]

@@ -278,7 +278,9 @@ impl Output {
     pub fn failure(&self, command: &str, error: &FilesError) {
         eprintln!("socketlab files: {command}: {error}");
         if self.json {
-            println!("{}", error.to_json(command));
+            // A closed stdout is not worth a panic; the status says it all.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", error.to_json(command)).and_then(|()| out.flush());
         }
     }
 }

@@ -34,7 +34,7 @@
 //! POSIX shell (without expansions). `!cmd` runs `cmd` with the local
 //! `/bin/sh`; `#` starts a comment line.
 
-use std::io::{self, BufRead, IsTerminal};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use rustyline::error::ReadlineError;
@@ -159,7 +159,7 @@ fn step(session: &mut Session, output: Output, text: &str) -> Step {
         Line::Nothing => Step::Go(0),
         Line::Quit => Step::Quit,
         Line::Help => {
-            print!("{HELP}");
+            let _ = io::stdout().write_all(HELP.as_bytes());
             Step::Go(0)
         }
         Line::Remote(request) => match commands::perform(session, &request, output.progress) {
@@ -178,7 +178,7 @@ fn step(session: &mut Session, output: Output, text: &str) -> Step {
         },
         Line::Lpwd => match std::env::current_dir() {
             Ok(dir) => {
-                println!("{}", dir.display());
+                let _ = writeln!(io::stdout(), "{}", dir.display());
                 Step::Go(0)
             }
             Err(e) => local_failure("lpwd", e),

@@ -99,7 +99,12 @@ pub fn get_file(
         .map_err(|e| local_error("cannot open", e))?;
     // The bytes already there are part of the file whose hash the daemon
     // will announce, so they go through the hash first.
-    let (hasher, offset) = hash_stream(&mut file).map_err(|e| local_error("cannot read", e))?;
+    // Hashing a large `.part` takes a while: it gets a bar of its own.
+    let known = file.metadata().map_or(0, |m| m.len());
+    let hashing = Meter::new(show_progress && known > 0, "hash .part", known, 0);
+    let (hasher, offset) =
+        hash_stream(&mut file, &hashing).map_err(|e| local_error("cannot read", e))?;
+    hashing.finish();
     let label = format!("get {remote}");
     let result = download(session, remote, offset, hasher, &mut file, |total| {
         Meter::new(show_progress, &label, total, offset)
@@ -109,6 +114,18 @@ pub fn get_file(
         Err(error @ FilesError::Checksum(_)) => {
             let _ = fs::remove_file(&part);
             return Err(error);
+        }
+        Err(FilesError::Refused { error, code, free }) if offset > 0 => {
+            // Most likely the remote file changed since the `.part` was
+            // written; say how to get out of it.
+            return Err(FilesError::Refused {
+                error: format!(
+                    "{error} (resuming from {} at {offset}; remove it to start over)",
+                    part.display()
+                ),
+                code,
+                free,
+            });
         }
         Err(error) => {
             if offset == 0 && file.metadata().is_ok_and(|m| m.len() == 0) {
@@ -218,7 +235,16 @@ pub fn put_file(
             local.display()
         )));
     }
-    let (hasher, size) = hash_stream(&mut file).map_err(|e| local_error("cannot read", e))?;
+    let known = file.metadata().map_or(0, |m| m.len());
+    let hashing = Meter::new(
+        show_progress,
+        &format!("hash {}", local.display()),
+        known,
+        0,
+    );
+    let (hasher, size) =
+        hash_stream(&mut file, &hashing).map_err(|e| local_error("cannot read", e))?;
+    hashing.finish();
     let sha256 = hex::encode(&hasher.finalize());
     let label = format!("put {}", local.display());
     let (offset, confirmed) = upload(session, remote, size, &sha256, &mut file, |start| {
@@ -312,9 +338,9 @@ pub fn upload<S: Read + Seek + ?Sized>(
     Ok((offset, confirmed))
 }
 
-/// Hashes a stream from its current position to its end; returns the hash
-/// state and the number of bytes read.
-pub fn hash_stream(source: &mut impl Read) -> io::Result<(Sha256, u64)> {
+/// Hashes a stream from its current position to its end, counting the
+/// bytes on `meter`; returns the hash state and the number of bytes read.
+pub fn hash_stream(source: &mut impl Read, meter: &Meter) -> io::Result<(Sha256, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
@@ -324,6 +350,7 @@ pub fn hash_stream(source: &mut impl Read) -> io::Result<(Sha256, u64)> {
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 total += n as u64;
+                meter.advance(n as u64);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -347,7 +374,7 @@ mod tests {
     #[test]
     fn hashing_in_chunks_matches_hashing_at_once() {
         let data: Vec<u8> = (0..(CHUNK * 2 + 17)).map(|i| (i % 251) as u8).collect();
-        let (hasher, len) = hash_stream(&mut &data[..]).unwrap();
+        let (hasher, len) = hash_stream(&mut &data[..], &Meter::hidden()).unwrap();
         assert_eq!(len, data.len() as u64);
         assert_eq!(hasher.finalize(), Sha256::digest(&data));
     }
