@@ -178,6 +178,34 @@ fn a_part_file_longer_than_the_remote_file_is_kept_and_named_in_the_error() {
     assert!(!local.path().join("small.bin").exists());
 }
 
+#[test]
+fn a_request_over_the_frame_limit_is_refused_locally_and_the_shell_goes_on() {
+    let fake = FakeFiles::start(Faults::default());
+    let addr = fake.addr.to_string();
+    let local = tempfile::tempdir().unwrap();
+    let script = format!("{PASSWORD}\n-mkdir {}\npwd\n", "a".repeat(70_000));
+    let shell = run_in(
+        local.path(),
+        &files_args(&addr, &["shell"]),
+        script.as_bytes(),
+        &[],
+    );
+    assert_eq!(shell.code(), Some(0), "{}", shell.stderr);
+    assert!(
+        shell.stderr.contains("over the 65536-byte limit"),
+        "{}",
+        shell.stderr
+    );
+    assert_eq!(shell.stdout, "/\n");
+    let log = fake.log();
+    let types: Vec<&str> = log
+        .requests
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["pwd", "bye"]);
+}
+
 // Tests for the login
 
 #[test]

@@ -123,8 +123,15 @@ impl Session {
     /// Writes one frame.
     pub fn send(&mut self, header: &Value) -> Result<(), FilesError> {
         let mut out = BytesMut::new();
-        frame::encode(header, &mut out)
+        let len = frame::encode(header, &mut out)
             .map_err(|e| FilesError::Usage(format!("the request cannot be sent: {e}")))?;
+        // The daemon would answer an oversized header with an error and a
+        // close; refusing it here keeps the connection, and says why.
+        if len > DEFAULT_MAX_HEADER {
+            return Err(FilesError::Usage(format!(
+                "the request would be a {len}-byte frame, over the {DEFAULT_MAX_HEADER}-byte limit"
+            )));
+        }
         self.send_bytes(&out)
     }
 
