@@ -42,6 +42,10 @@ fn put_then_get_round_trips_every_byte() {
         &[],
     );
     assert_eq!(put.code(), Some(0), "{put:?}");
+    assert_eq!(
+        put.stderr, "",
+        "no progress bar when stderr is not a terminal"
+    );
     assert_eq!(std::fs::read(fake.path("src.bin")).unwrap(), data);
     assert!(
         put.stdout.starts_with("put src.bin -> src.bin: "),
@@ -503,4 +507,103 @@ fn bench_files_fails_when_a_download_is_corrupted() {
     assert_eq!(report["rounds"], 0);
     let error = report["failures"][0]["error"].as_str().unwrap();
     assert!(error.contains("checksum mismatch"), "{error}");
+}
+
+// Tests on a terminal (tmux)
+
+/// A tmux server of this test's own, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "files"])
+    }
+
+    /// Waits until the screen contains `text`, at most `STEP`.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + files_client_support::STEP;
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {text:?} on:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn a_terminal_shows_a_progress_bar_that_starts_at_the_resume_offset() {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fake = FakeFiles::start(Faults {
+        hold_get_halfway: Some(gate.clone()),
+        ..Faults::default()
+    });
+    let local = tempfile::tempdir().unwrap();
+    let data = content(1 << 20);
+    std::fs::write(fake.path("big.bin"), &data).unwrap();
+    std::fs::write(local.path().join("big.bin.part"), &data[..256 << 10]).unwrap();
+    let command = format!(
+        "cd '{}' && SOCKETLAB_PASSWORD='{PASSWORD}' '{}' files --addr {} --user {USER} get big.bin; \
+         echo EXIT=$?; sleep 60",
+        local.path().display(),
+        env!("CARGO_BIN_EXE_socketlab"),
+        fake.addr
+    );
+    let tmux = Tmux {
+        socket: format!("socketlab-files-test-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "files",
+        "-x",
+        "150",
+        "-y",
+        "10",
+        &command,
+    ]);
+
+    // Half of the 768 KiB after the offset has come: the bar stands at
+    // 256 + 384 KiB, with a rate and a time left.
+    let screen = tmux.wait_for("640.0 KiB / 1.0 MiB");
+    assert!(screen.contains("get big.bin ["), "{screen}");
+    assert!(screen.contains(" MiB/s  ETA "), "{screen}");
+
+    gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    let screen = tmux.wait_for("EXIT=");
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(screen.contains("(resumed at 256.0 KiB)"), "{screen}");
+    assert_eq!(std::fs::read(local.path().join("big.bin")).unwrap(), data);
 }

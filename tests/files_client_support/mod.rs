@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -45,6 +46,9 @@ pub struct Faults {
     /// Close the connection once the first upload has sent this many
     /// bytes, keeping them for a resume.
     pub cut_first_put_after: Option<u64>,
+    /// Send half of each download's bytes, then wait until the test sets
+    /// this flag (at most [`STEP`]) before sending the rest.
+    pub hold_get_halfway: Option<Arc<AtomicBool>>,
 }
 
 /// What the fake saw.
@@ -217,7 +221,15 @@ fn serve(shared: &Shared, mut s: TcpStream) -> Option<()> {
                     let middle = bytes.len() / 2;
                     bytes[middle] ^= 0x20;
                 }
-                s.write_all(&bytes).ok()?;
+                let half = bytes.len() / 2;
+                s.write_all(&bytes[..half]).ok()?;
+                if let Some(gate) = &shared.faults.hold_get_halfway {
+                    let deadline = Instant::now() + STEP;
+                    while !gate.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                s.write_all(&bytes[half..]).ok()?;
                 continue;
             }
             "put" => {

@@ -11,7 +11,10 @@
 //! ```
 //!
 //! On a terminal the line editor (rustyline) gives history and editing;
-//! Ctrl-C clears the line and Ctrl-D leaves. When stdin is not a terminal
+//! Ctrl-C clears the line and Ctrl-D leaves. Ctrl-C during a transfer ends
+//! the client, as it ends any command: the protocol has no way to cancel a
+//! transfer and keep the connection in step, and the transfer resumes
+//! where it stopped when it is asked for again. When stdin is not a terminal
 //! the shell reads commands line by line, which makes it scriptable:
 //!
 //! ```text
