@@ -467,6 +467,34 @@ fn contents(client: u64, size: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FilesArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<FilesArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("files").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn arguments_take_sizes_with_suffixes_and_default_to_the_files_port() {
+        let args = parse(&["--size", "16M", "--clients", "8", "--count", "3"]).unwrap();
+        assert_eq!(args.size, 16 << 20);
+        assert_eq!(args.clients, 8);
+        assert_eq!(args.count, Some(3));
+        assert_eq!(args.addr, "127.0.0.1:7021");
+        assert_eq!(args.user, "demo");
+        for bad in [
+            &["--clients", "0"][..],
+            &["--count", "0"],
+            &["--size", "lots"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn contents_differ_between_clients_and_along_the_file() {
