@@ -170,7 +170,7 @@ fn a_part_file_longer_than_the_remote_file_is_kept_and_named_in_the_error() {
     assert_eq!(get.code(), Some(1), "{get:?}");
     assert!(
         get.stderr
-            .contains("(resuming from ./small.bin.part at 5000; remove it to start over)"),
+            .contains("(resuming from small.bin.part at 5000; remove it to start over)"),
         "{get:?}"
     );
     assert_eq!(

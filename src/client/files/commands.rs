@@ -193,7 +193,7 @@ pub fn local_target(
                     "{remote:?} names no file; say where to save it: get REMOTE LOCAL"
                 ))
             })?;
-            Ok(dir.unwrap_or(Path::new(".")).join(name))
+            Ok(dir.map_or_else(|| PathBuf::from(name), |dir| dir.join(name)))
         }
     }
 }
@@ -352,10 +352,7 @@ mod tests {
         let target = |remote, local: Option<&str>, is_dir| {
             local_target(remote, local.map(Path::new), is_dir).map_err(|e| e.to_string())
         };
-        assert_eq!(
-            target("/a/b.txt", None, false),
-            Ok(PathBuf::from("./b.txt"))
-        );
+        assert_eq!(target("/a/b.txt", None, false), Ok(PathBuf::from("b.txt")));
         assert_eq!(target("b.txt", Some("x"), false), Ok(PathBuf::from("x")));
         assert_eq!(
             target("/a/b.txt", Some("dl"), true),

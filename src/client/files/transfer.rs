@@ -98,8 +98,8 @@ pub fn get_file(
         .open(&part)
         .map_err(|e| local_error("cannot open", e))?;
     // The bytes already there are part of the file whose hash the daemon
-    // will announce, so they go through the hash first.
-    // Hashing a large `.part` takes a while: it gets a bar of its own.
+    // will announce, so they go through the hash first. That takes a while
+    // for a large `.part`, so it gets a bar of its own.
     let known = file.metadata().map_or(0, |m| m.len());
     let hashing = Meter::new(show_progress && known > 0, "hash .part", known, 0);
     let (hasher, offset) =
