@@ -39,6 +39,8 @@ enum Command {
     Chat(client::chat::Args),
     /// Run a program on the daemon, like `ssh host cmd`.
     Exec(client::exec::Args),
+    /// Upload, download and manage files on the files service, or open its shell.
+    Files(client::files::Args),
     /// Show or rotate the exec service's shared key.
     Key(auth::Args),
     /// Narrated experiments that show how non-blocking IO behaves.
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Daytime(args) => client::daytime::run(args),
         Command::Chat(args) => client::chat::run(args),
         Command::Exec(args) => client::exec::run(args),
+        Command::Files(args) => client::files::run(args),
         Command::Key(args) => auth::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => loadgen::run(args),
