@@ -70,7 +70,7 @@ pub struct Config {
     pub discard: ServiceConfig,
     pub daytime: ServiceConfig,
     pub chargen: ServiceConfig,
-    pub files: ServiceConfig,
+    pub files: FilesConfig,
     pub chat: ChatConfig,
     pub exec: ExecConfig,
     pub frames: FramesConfig,
@@ -151,6 +151,15 @@ pub struct ExecConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+pub struct FilesConfig {
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// Seconds an interrupted upload stays on record for resuming.
+    pub resume_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FramesConfig {
     /// Largest frame header (the JSON object) in bytes.
     pub max_header: usize,
@@ -178,10 +187,7 @@ impl Default for Config {
             discard: ServiceConfig::default(),
             daytime: ServiceConfig::default(),
             chargen: ServiceConfig::default(),
-            files: ServiceConfig {
-                idle_timeout_s: 300,
-                ..ServiceConfig::default()
-            },
+            files: FilesConfig::default(),
             chat: ChatConfig::default(),
             exec: ExecConfig::default(),
             frames: FramesConfig::default(),
@@ -242,6 +248,18 @@ impl Default for ExecConfig {
     }
 }
 
+impl Default for FilesConfig {
+    fn default() -> FilesConfig {
+        FilesConfig {
+            service: ServiceConfig {
+                idle_timeout_s: 300,
+                ..ServiceConfig::default()
+            },
+            resume_ttl_s: 86_400,
+        }
+    }
+}
+
 impl Default for FramesConfig {
     fn default() -> FramesConfig {
         FramesConfig { max_header: 65_536 }
@@ -267,7 +285,7 @@ impl Config {
             ServiceId::Discard => &self.discard,
             ServiceId::Daytime => &self.daytime,
             ServiceId::Chargen => &self.chargen,
-            ServiceId::Files => &self.files,
+            ServiceId::Files => &self.files.service,
             ServiceId::Chat => &self.chat.service,
             ServiceId::Exec => &self.exec.service,
         }
@@ -280,7 +298,7 @@ impl Config {
             ServiceId::Discard => &mut self.discard,
             ServiceId::Daytime => &mut self.daytime,
             ServiceId::Chargen => &mut self.chargen,
-            ServiceId::Files => &mut self.files,
+            ServiceId::Files => &mut self.files.service,
             ServiceId::Chat => &mut self.chat.service,
             ServiceId::Exec => &mut self.exec.service,
         }
@@ -1447,7 +1465,7 @@ mod tests {
         );
         assert_eq!(c.listen_addr(ServiceId::Exec).unwrap(), inet("[::1]:0"));
         assert!(!c.daytime.enabled);
-        assert!(!c.files.enabled);
+        assert!(!c.files.service.enabled);
         assert!(c.echo.service.enabled);
     }
 

@@ -33,6 +33,8 @@ enum Command {
     Exec(client::exec::Args),
     /// Show or rotate the exec service's shared key.
     Key(auth::Args),
+    /// Manage the files service's users.
+    User(auth::user_cli::Args),
     /// Narrated experiments that show how non-blocking IO behaves.
     Demo(demo::Args),
     /// Load generator: echo, connections, chat fan-out, UDP.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => client::chat::run(args),
         Command::Exec(args) => client::exec::run(args),
         Command::Key(args) => auth::run(args),
+        Command::User(args) => auth::user_cli::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => loadgen::run(args),
     }

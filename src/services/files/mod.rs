@@ -1,0 +1,843 @@
+//! files: a user's own directory tree over frames, with SCRAM login,
+//! quotas, and uploads that survive a crash (PROTOCOL.md §5.1, §5.4, §5.5).
+//!
+//! # Format
+//!
+//! Length-prefixed JSON frames ([`crate::codec::frame`]); `+ N bytes` means
+//! N raw bytes follow the frame.
+//!
+//! ```text
+//! daemon: {"type":"hello","service":"files","version":1,"auth":"scram-sha-256"}
+//! client: {"type":"login","user":"alice","nonce":"..."}     (see login.rs)
+//! daemon: {"type":"challenge",...}
+//! client: {"type":"proof","proof":"..."}
+//! daemon: {"type":"ok","signature":"...","cwd":"/"}
+//! client: {"type":"mkdir","path":"docs"}
+//! daemon: {"type":"ok"}
+//! client: {"type":"put","path":"docs/a.txt","size":5,"sha256":"<64 hex>"}
+//! daemon: {"type":"ready","offset":0}
+//! client: + 5 bytes
+//! daemon: {"type":"ok","size":5,"sha256":"<64 hex>"}
+//! client: {"type":"get","path":"/docs/a.txt","offset":1}
+//! daemon: {"type":"ready","size":5,"offset":1,"sha256":"<64 hex>"} + 4 bytes
+//! client: {"type":"bye"}
+//! daemon: {"type":"ok"}, then FIN
+//! ```
+//!
+//! # States
+//!
+//! The connection's [`Phase`] is the login; once logged in, its
+//! [`Transfer`] says what the bytes on the wire are:
+//!
+//! ```text
+//!  Phase:  AwaitingLogin ──login──> AwaitingProof ──right proof──> Serving
+//!               └──── bad frame, wrong proof, deadline ───────────> Closed
+//!
+//!  Transfer (while Serving):
+//!    AwaitingHeader ──put──> Preparing (pool: hash the staged prefix)
+//!         ^  ^  ^               │ ready{offset}
+//!         │  │  │               v
+//!         │  │  └──────── Receiving (raw bytes to the .part file)
+//!         │  │   error:         │ last byte, digest right
+//!         │  │  Discarding <────┤
+//!         │  │                  v
+//!         │  └─── ok ─── Committing (pool: fsync, rename, fsync dir)
+//!         │
+//!         ├──get──> Hashing (pool: whole-file SHA-256, unless cached)
+//!         │              │ ready{size,offset,sha256}
+//!         └──── done ─ Sending (chunks from on_output_drained)
+//! ```
+//!
+//! While the daemon waits on the pool, or sends a file, it holds the
+//! client's input (`Cx::hold_input`): a client that pipelines requests
+//! waits in its own buffers, not in the daemon's memory. Every transition
+//! happens in this file; the work behind each is in [`transfer`].
+
+pub mod jail;
+pub mod login;
+pub mod quota;
+pub mod request;
+mod shared;
+pub mod staging;
+pub mod transfer;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sha2::{Digest, Sha256};
+
+use super::{CloseReason, Cx, SourceEvent};
+use crate::auth::handshake;
+use crate::codec::frame::{self, FrameDecoder, FrameError, Item};
+use jail::{Home, PathError};
+use login::{LoginFailure, Pending};
+use quota::Reservation;
+use request::Request;
+pub use shared::{FilesShared, demo_password_path};
+use transfer::{Done, Download, Upload, blocking, send_range};
+
+/// One files connection.
+pub struct Session {
+    phase: Phase,
+    transfer: Transfer,
+    /// Reads frame headers out of `input`.
+    decoder: FrameDecoder,
+    /// Received and not yet used: a partial header, or bytes that arrived
+    /// while the session held its input.
+    input: BytesMut,
+    /// Whether the reactor was asked to hold input.
+    holding: bool,
+    peer: Option<SocketAddr>,
+}
+
+/// The login, then the logged-in user.
+enum Phase {
+    /// Before `on_open`, after an error that ends the connection, or after
+    /// `bye`: nothing more is read.
+    Closed,
+    /// The hello went out; the login frame must come before `deadline`.
+    AwaitingLogin { deadline: Instant },
+    /// The challenge went out; the proof must come before the same
+    /// deadline (PROTOCOL.md §5.2: the timeout covers both steps).
+    AwaitingProof { pending: Pending, deadline: Instant },
+    /// Logged in.
+    Serving(Box<Account>),
+}
+
+/// A logged-in user, as this connection sees them.
+struct Account {
+    name: String,
+    /// The home, held open: every path is resolved beneath it.
+    home: Home,
+    /// The home relative to the files root (for the quota walk).
+    home_path: std::path::PathBuf,
+    /// The working directory, relative to the home (`""` = `/`).
+    cwd: String,
+    quota: Option<u64>,
+}
+
+/// What the bytes on the wire are now (see the module docs).
+enum Transfer {
+    AwaitingHeader,
+    Preparing(Box<Upload>),
+    Receiving(Box<Upload>),
+    /// Bytes of an upload that failed, read past to find the next frame.
+    Discarding {
+        remaining: u64,
+    },
+    Committing(Box<Upload>),
+    Hashing(Download),
+    Sending(Download),
+}
+
+impl Session {
+    pub fn new(max_header: usize) -> Session {
+        Session {
+            phase: Phase::Closed,
+            transfer: Transfer::AwaitingHeader,
+            decoder: FrameDecoder::new(max_header),
+            input: BytesMut::new(),
+            holding: false,
+            peer: None,
+        }
+    }
+
+    fn who(&self) -> String {
+        self.peer
+            .map_or_else(|| "a unix-socket client".to_string(), |p| p.to_string())
+    }
+
+    /// Uses whatever input is buffered, as far as the state allows.
+    fn process(&mut self, cx: &mut Cx<'_>) {
+        loop {
+            if matches!(self.phase, Phase::Closed) {
+                break;
+            }
+            match &self.transfer {
+                Transfer::Receiving(_) | Transfer::Discarding { .. } => {
+                    if self.input.is_empty() {
+                        break;
+                    }
+                    let input = std::mem::take(&mut self.input);
+                    let used = self.take_raw(&input, cx);
+                    self.input = BytesMut::from(&input[used..]);
+                }
+                Transfer::AwaitingHeader => match self.decoder.decode(&mut self.input) {
+                    Ok(None) => break,
+                    Ok(Some(Item::Header(header))) => self.on_header(header, cx),
+                    Ok(Some(Item::Payload { .. })) => {}
+                    Err(e) => {
+                        self.on_bad_frame(e, cx);
+                        break;
+                    }
+                },
+                _ => break,
+            }
+        }
+        let hold = matches!(
+            self.transfer,
+            Transfer::Preparing(_)
+                | Transfer::Committing(_)
+                | Transfer::Hashing(_)
+                | Transfer::Sending(_)
+        );
+        if hold != self.holding {
+            self.holding = hold;
+            cx.hold_input(hold);
+        }
+    }
+
+    /// Raw upload bytes (or bytes being read past): returns how many of
+    /// `input` belonged to the transfer.
+    fn take_raw(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+        match &mut self.transfer {
+            Transfer::Discarding { remaining } => {
+                let n = (*remaining).min(input.len() as u64);
+                *remaining -= n;
+                if *remaining == 0 {
+                    self.transfer = Transfer::AwaitingHeader;
+                }
+                n as usize
+            }
+            Transfer::Receiving(upload) => {
+                let n = upload.remaining().min(input.len() as u64) as usize;
+                if let Err(e) = upload.write(&input[..n]) {
+                    let remaining = upload.remaining() - n as u64;
+                    self.fail_upload(&storage_error(&e), cx);
+                    self.transfer = Transfer::Discarding { remaining };
+                    if remaining == 0 {
+                        self.transfer = Transfer::AwaitingHeader;
+                    }
+                    return n;
+                }
+                if upload.remaining() == 0 {
+                    self.finish_upload(cx);
+                }
+                n
+            }
+            _ => 0,
+        }
+    }
+
+    /// One whole frame header: the login steps, or a request.
+    fn on_header(&mut self, header: frame::Header, cx: &mut Cx<'_>) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            // The login frame: a challenge, real or fake.
+            Phase::AwaitingLogin { deadline } => match login::parse_login(&header) {
+                Ok((user, nonce)) => {
+                    let files = &mut cx.shared().files;
+                    let secrets = files.user(&user).map(|u| u.secrets);
+                    let secret = *files.secret();
+                    let mut server_nonce = [0u8; login::SERVER_NONCE_LEN];
+                    if getrandom::fill(&mut server_nonce).is_err() {
+                        cx.write_with(|out| frame::encode_error("internal error", None, out));
+                        self.close(cx);
+                        return;
+                    }
+                    let pending = cx.write_with(|out| {
+                        login::challenge(&user, &nonce, &server_nonce, secrets, &secret, out)
+                    });
+                    self.phase = Phase::AwaitingProof { pending, deadline };
+                }
+                Err(failure) => self.fail_login(&failure, cx),
+            },
+            // The proof: checked only if the address is not locked out
+            // meanwhile (by failures on other connections).
+            Phase::AwaitingProof { pending, .. } => {
+                let now = cx.now();
+                if let Some(peer) = self.peer
+                    && cx.shared().throttle.is_locked(peer.ip(), now)
+                {
+                    cx.write_with(handshake::encode_throttled);
+                    self.close(cx);
+                    return;
+                }
+                match cx.write_with(|out| login::finish(&pending, &header, out)) {
+                    Ok(()) => self.logged_in(&pending.user, cx),
+                    Err(failure) => self.fail_login(&failure, cx),
+                }
+            }
+            Phase::Serving(account) => {
+                self.phase = Phase::Serving(account);
+                match request::parse(&header) {
+                    Ok(request) => self.on_request(request, cx),
+                    Err(e) => cx.write_with(|out| e.encode(out)),
+                }
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    /// The proof was right: open the home and serve.
+    fn logged_in(&mut self, name: &str, cx: &mut Cx<'_>) {
+        let files = &mut cx.shared().files;
+        let Some(user) = files.user(name) else {
+            cx.write_with(|out| frame::encode_error("no such user", None, out));
+            self.close(cx);
+            return;
+        };
+        let path = files.root().join(&user.home);
+        let home = fs::create_dir_all(&path).and_then(|()| Home::open(&path));
+        match home {
+            Ok(home) => {
+                log::info!("files: {} logged in as {name}", self.who());
+                self.phase = Phase::Serving(Box::new(Account {
+                    name: name.to_string(),
+                    home,
+                    home_path: user.home,
+                    cwd: String::new(),
+                    quota: user.quota,
+                }));
+            }
+            Err(e) => {
+                log::error!("files: cannot open the home of {name}: {e}");
+                cx.write_with(|out| frame::encode_error("cannot open the home", None, out));
+                self.close(cx);
+            }
+        }
+    }
+
+    /// One request from a logged-in user: every arm answers exactly once,
+    /// except put and get, which answer `ready` and move the transfer on.
+    fn on_request(&mut self, request: Request, cx: &mut Cx<'_>) {
+        let Phase::Serving(account) = &mut self.phase else {
+            return;
+        };
+        let outcome = match request {
+            Request::Pwd => {
+                cx.write_with(|out| request::encode_cwd(&jail::display(&account.cwd), out));
+                Ok(())
+            }
+            Request::Cd { path } => jail::resolve(&account.cwd, &path).and_then(|rel| {
+                account.home.is_dir(&rel)?;
+                account.cwd = rel;
+                cx.write_with(|out| request::encode_cwd(&jail::display(&account.cwd), out));
+                Ok(())
+            }),
+            Request::Ls { path } => {
+                let path = path.unwrap_or_default();
+                jail::resolve(&account.cwd, &path).and_then(|rel| {
+                    let entries = account.home.list(&rel)?;
+                    let limit = self.decoder.max_header();
+                    let len = cx.write_with(|out| {
+                        let start = out.len();
+                        let len = request::encode_listing(&entries, out);
+                        if len > limit {
+                            out.truncate(start);
+                        }
+                        len
+                    });
+                    if len > limit {
+                        return Err(PathError::Io(format!(
+                            "the listing ({} entries) is larger than a frame may be",
+                            entries.len()
+                        )));
+                    }
+                    Ok(())
+                })
+            }
+            Request::Mkdir { path } => jail::resolve(&account.cwd, &path).and_then(|rel| {
+                account.home.mkdir(&rel)?;
+                cx.write_with(request::encode_ok);
+                Ok(())
+            }),
+            Request::Rm { path } => jail::resolve(&account.cwd, &path).and_then(|rel| {
+                let freed = account.home.remove(&rel)?;
+                let name = account.name.clone();
+                let home = account.home_path.clone();
+                cx.shared().files.book(&name, &home).removed(freed);
+                cx.write_with(request::encode_ok);
+                Ok(())
+            }),
+            Request::Quota => {
+                let (name, home, limit) = (
+                    account.name.clone(),
+                    account.home_path.clone(),
+                    account.quota,
+                );
+                let used = cx.shared().files.book(&name, &home).used();
+                cx.write_with(|out| request::encode_quota(used, limit, out));
+                Ok(())
+            }
+            Request::Bye => {
+                cx.write_with(request::encode_ok);
+                self.close(cx);
+                Ok(())
+            }
+            Request::Put { path, size, sha256 } => self.start_put(&path, size, sha256, cx),
+            Request::Get { path, offset } => self.start_get(&path, offset, cx),
+        };
+        if let Err(e) = outcome {
+            let code = match e {
+                PathError::Nul | PathError::ComponentTooLong | PathError::Outside => "bad_path",
+                _ => "refused",
+            };
+            cx.write_with(|out| frame::encode_error(&e.to_string(), Some(code), out));
+        }
+    }
+
+    /// `put`: everything that can be checked before `ready` is checked
+    /// here (path, parent, a directory in the way, quota).
+    fn start_put(
+        &mut self,
+        path: &str,
+        size: u64,
+        sha256: [u8; 32],
+        cx: &mut Cx<'_>,
+    ) -> Result<(), PathError> {
+        let Phase::Serving(account) = &self.phase else {
+            return Ok(());
+        };
+        let rel = jail::resolve(&account.cwd, path)?;
+        let (parent, name) = account.home.open_parent(&rel)?;
+        let credit = match Home::stat_in(&parent, name) {
+            Ok(meta) if meta.is_dir => return Err(PathError::IsADirectory),
+            Ok(meta) if meta.is_file => meta.size,
+            Ok(_) | Err(PathError::NotFound) => 0,
+            Err(e) => return Err(e),
+        };
+        let id = staging::upload_id(&rel, size, &sha256);
+        let (user, home_path, limit) = (
+            account.name.clone(),
+            account.home_path.clone(),
+            account.quota,
+        );
+        let files = &mut cx.shared().files;
+        let dir = files.staging_dir(&user);
+        let book = files.book(&user, &home_path);
+        if book.is_active(&id) {
+            return Err(PathError::Io(
+                "an upload of this file is already under way".to_string(),
+            ));
+        }
+        for old in book.superseded(&rel, &id) {
+            book.release(&old);
+            staging::remove(&dir, &old);
+        }
+        let reservation = Reservation {
+            path: rel.clone(),
+            charge: size.saturating_sub(credit),
+            active: true,
+        };
+        if let Err(over) = book.reserve(&id, reservation, limit) {
+            cx.write_with(|out| request::encode_over_quota(over.free, out));
+            return Ok(());
+        }
+        let record = staging::Record {
+            path: rel.clone(),
+            size,
+            sha256: crate::codec::hex::encode(&sha256),
+            credit,
+        };
+        let opened = staging::write_record(&dir, &id, &record)
+            .and_then(|()| staging::open_part(&dir, &id))
+            .and_then(|(file, len)| {
+                if len > size {
+                    file.set_len(0)?;
+                    return Ok((file, 0));
+                }
+                Ok((file, len))
+            });
+        let (file, staged) = match opened {
+            Ok(found) => found,
+            Err(e) => {
+                cx.shared().files.book(&user, &home_path).release(&id);
+                staging::remove(&dir, &id);
+                return Err(PathError::Io(storage_error(&e)));
+            }
+        };
+        let upload = Box::new(Upload {
+            id,
+            path: rel,
+            size,
+            sha256,
+            file: Arc::new(file),
+            dir,
+            written: staged,
+            hasher: Sha256::new(),
+        });
+        if staged == 0 {
+            self.ready_to_receive(upload, cx);
+        } else {
+            // Resuming: the prefix on disk is hashed again, so the final
+            // check covers the whole file.
+            let file = Arc::clone(&upload.file);
+            blocking(cx, move || {
+                Done::Prefix(transfer::hash_prefix(&file, staged))
+            });
+            self.transfer = Transfer::Preparing(upload);
+        }
+        Ok(())
+    }
+
+    /// Sends `ready` for an upload whose staged prefix is hashed.
+    fn ready_to_receive(&mut self, upload: Box<Upload>, cx: &mut Cx<'_>) {
+        let offset = upload.written;
+        cx.write_with(|out| request::encode_put_ready(offset, out));
+        self.transfer = Transfer::Receiving(upload);
+        if let Transfer::Receiving(u) = &self.transfer
+            && u.remaining() == 0
+        {
+            self.finish_upload(cx);
+        }
+    }
+
+    /// All bytes are in: check the digest, then commit on the pool.
+    fn finish_upload(&mut self, cx: &mut Cx<'_>) {
+        let Transfer::Receiving(upload) =
+            std::mem::replace(&mut self.transfer, Transfer::AwaitingHeader)
+        else {
+            return;
+        };
+        let digest: [u8; 32] = upload.hasher.clone().finalize().into();
+        if digest != upload.sha256 {
+            self.transfer = Transfer::Receiving(upload);
+            self.fail_upload("checksum mismatch", cx);
+            return;
+        }
+        let Phase::Serving(account) = &self.phase else {
+            return;
+        };
+        // The target's directory is found again now: a symlink swapped in
+        // during the transfer is refused here.
+        let target = account
+            .home
+            .open_parent(&upload.path)
+            .map(|(parent, name)| (parent, name.to_string()));
+        let staging_dir = rustix::fs::open(
+            &upload.dir,
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY,
+            rustix::fs::Mode::empty(),
+        );
+        let (parent, name, staging_dir): (OwnedFd, String, OwnedFd) = match (target, staging_dir) {
+            (Ok((parent, name)), Ok(dir)) => (parent, name, dir),
+            (Err(e), _) => {
+                self.transfer = Transfer::Receiving(upload);
+                self.fail_upload(&e.to_string(), cx);
+                return;
+            }
+            (_, Err(e)) => {
+                self.transfer = Transfer::Receiving(upload);
+                self.fail_upload(&storage_error(&e.into()), cx);
+                return;
+            }
+        };
+        let file = Arc::clone(&upload.file);
+        let part = staging::part_name(&upload.id);
+        blocking(cx, move || {
+            Done::Committed(transfer::commit(&file, &staging_dir, &part, &parent, &name))
+        });
+        self.transfer = Transfer::Committing(upload);
+    }
+
+    /// The upload cannot succeed: its bytes and its reservation go, and the
+    /// client gets `reason`. The caller decides what the transfer becomes.
+    fn fail_upload(&mut self, reason: &str, cx: &mut Cx<'_>) {
+        let upload = match std::mem::replace(&mut self.transfer, Transfer::AwaitingHeader) {
+            Transfer::Receiving(u) | Transfer::Preparing(u) | Transfer::Committing(u) => u,
+            other => {
+                self.transfer = other;
+                return;
+            }
+        };
+        staging::remove(&upload.dir, &upload.id);
+        if let Phase::Serving(account) = &self.phase {
+            let (name, home) = (account.name.clone(), account.home_path.clone());
+            cx.shared().files.book(&name, &home).release(&upload.id);
+        }
+        log::info!(
+            "files: {}: upload of /{} failed: {reason}",
+            self.who(),
+            upload.path
+        );
+        cx.write_with(|out| frame::encode_error(reason, None, out));
+    }
+
+    /// `get`: open the file jailed, then `ready` once its digest is known.
+    fn start_get(&mut self, path: &str, offset: u64, cx: &mut Cx<'_>) -> Result<(), PathError> {
+        let Phase::Serving(account) = &self.phase else {
+            return Ok(());
+        };
+        let rel = jail::resolve(&account.cwd, path)?;
+        let fd = account.home.open_at(&rel, rustix::fs::OFlags::RDONLY)?;
+        let download = Download::new(fd, offset).map_err(|e| PathError::Io(e.to_string()))?;
+        let meta = download
+            .file
+            .metadata()
+            .map_err(|e| PathError::Io(e.to_string()))?;
+        if meta.is_dir() {
+            return Err(PathError::IsADirectory);
+        }
+        if !meta.is_file() {
+            return Err(PathError::NotAFile);
+        }
+        if offset > download.end {
+            return Err(PathError::Io(format!(
+                "offset {offset} is past the end of the file ({} bytes)",
+                download.end
+            )));
+        }
+        match cx.shared().files.digest(&download.key) {
+            Some(digest) => self.start_sending(download, digest, cx),
+            None => {
+                let (file, size) = (Arc::clone(&download.file), download.end);
+                blocking(cx, move || Done::Digest(transfer::hash_file(&file, size)));
+                self.transfer = Transfer::Hashing(download);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_sending(&mut self, download: Download, digest: [u8; 32], cx: &mut Cx<'_>) {
+        cx.write_with(|out| request::encode_get_ready(download.end, download.offset, &digest, out));
+        self.transfer = Transfer::Sending(download);
+        self.pump(cx);
+    }
+
+    /// Sends the next chunk of a download; back to requests when done.
+    fn pump(&mut self, cx: &mut Cx<'_>) {
+        let Transfer::Sending(download) = &mut self.transfer else {
+            return;
+        };
+        match send_range(cx, &download.file, download.offset, download.end) {
+            Ok(sent) => download.offset += sent,
+            Err(e) => {
+                // The client was promised N bytes that cannot all be sent:
+                // the connection cannot go on in step.
+                log::warn!("files: {}: download failed: {e}", self.who());
+                self.close(cx);
+                cx.abort();
+                return;
+            }
+        }
+        if download.offset >= download.end {
+            self.transfer = Transfer::AwaitingHeader;
+            self.process(cx);
+        }
+    }
+
+    /// A pool job finished.
+    fn on_done(&mut self, done: Done, cx: &mut Cx<'_>) {
+        match (
+            std::mem::replace(&mut self.transfer, Transfer::AwaitingHeader),
+            done,
+        ) {
+            // The staged prefix is hashed: resume from its end.
+            (Transfer::Preparing(mut upload), Done::Prefix(result)) => match result {
+                Ok(hasher) => {
+                    upload.hasher = hasher;
+                    self.ready_to_receive(upload, cx);
+                }
+                Err(e) => {
+                    self.transfer = Transfer::Preparing(upload);
+                    self.fail_upload(&storage_error(&e), cx);
+                }
+            },
+            // Durable and in place: only now the client hears ok.
+            (Transfer::Committing(upload), Done::Committed(result)) => match result {
+                Ok(replaced) => {
+                    staging::remove_record(&upload.dir, &upload.id);
+                    if let Phase::Serving(account) = &self.phase {
+                        let (name, home) = (account.name.clone(), account.home_path.clone());
+                        let book = cx.shared().files.book(&name, &home);
+                        book.complete(&upload.id, upload.size, replaced);
+                    }
+                    cx.write_with(|out| request::encode_put_done(upload.size, &upload.sha256, out));
+                }
+                Err(e) => {
+                    self.transfer = Transfer::Committing(upload);
+                    self.fail_upload(&storage_error(&e), cx);
+                }
+            },
+            (Transfer::Hashing(download), Done::Digest(result)) => match result {
+                Ok(digest) => {
+                    cx.shared().files.remember_digest(download.key, digest);
+                    self.start_sending(download, digest, cx);
+                    return;
+                }
+                Err(e) => {
+                    let reason = format!("cannot read the file: {e}");
+                    cx.write_with(|out| frame::encode_error(&reason, None, out));
+                }
+            },
+            // A result for a state this connection has left cannot happen
+            // (one job at a time); keep the state as it was.
+            (other, _) => self.transfer = other,
+        }
+        self.process(cx);
+    }
+
+    /// A failed login: the error frame, the close, and a failure counted
+    /// against the address (the throttle exec shares).
+    fn fail_login(&mut self, failure: &LoginFailure, cx: &mut Cx<'_>) {
+        cx.write_with(|out| failure.encode(out));
+        self.count_failure(&failure.to_string(), cx);
+        self.close(cx);
+    }
+
+    fn count_failure(&self, reason: &str, cx: &mut Cx<'_>) {
+        let now = cx.now();
+        let locked = self
+            .peer
+            .is_some_and(|p| cx.shared().throttle.record_failure(p.ip(), now));
+        log::warn!(
+            "files: failed login from {}: {reason}{}",
+            self.who(),
+            if locked { "; address locked out" } else { "" }
+        );
+    }
+
+    fn on_bad_frame(&mut self, e: FrameError, cx: &mut Cx<'_>) {
+        if matches!(
+            self.phase,
+            Phase::AwaitingLogin { .. } | Phase::AwaitingProof { .. }
+        ) {
+            self.fail_login(&LoginFailure::BadFrame("a frame"), cx);
+            return;
+        }
+        cx.write_with(|out| e.encode(out));
+        self.close(cx);
+    }
+
+    /// Ends the connection after what is queued; an upload under way stays
+    /// on record for resuming.
+    fn close(&mut self, cx: &mut Cx<'_>) {
+        self.interrupt(cx);
+        self.phase = Phase::Closed;
+        cx.close();
+    }
+
+    /// Leaves an upload under way resumable and its quota counted.
+    fn interrupt(&mut self, cx: &mut Cx<'_>) {
+        let transfer = std::mem::replace(&mut self.transfer, Transfer::AwaitingHeader);
+        let Phase::Serving(account) = &self.phase else {
+            return;
+        };
+        let (name, home) = (account.name.clone(), account.home_path.clone());
+        let book = cx.shared().files.book(&name, &home);
+        match transfer {
+            Transfer::Preparing(u) | Transfer::Receiving(u) => book.interrupt(&u.id),
+            // The commit runs on without us; count the file as in place
+            // (if it fails, the next count after a restart corrects it).
+            Transfer::Committing(u) => {
+                let charge = book.reservations.get(&u.id).map_or(0, |r| r.charge);
+                book.complete(&u.id, u.size, u.size.saturating_sub(charge));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl super::Session for Session {
+    /// The hello, unless the address is locked out; the login deadline.
+    fn on_open(&mut self, cx: &mut Cx<'_>) {
+        self.peer = cx.peer_addr();
+        let now = cx.now();
+        if let Some(peer) = self.peer
+            && cx.shared().throttle.is_locked(peer.ip(), now)
+        {
+            log::warn!("files: refused {peer}: too many failed logins");
+            cx.write_with(handshake::encode_throttled);
+            cx.close();
+            return;
+        }
+        cx.write_with(login::encode_hello);
+        let timeout = Duration::from_secs(cx.shared().config.auth.handshake_timeout_s);
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400));
+        cx.set_timer(deadline);
+        self.phase = Phase::AwaitingLogin { deadline };
+    }
+
+    fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+        if matches!(self.phase, Phase::Closed) {
+            return input.len();
+        }
+        // Upload bytes go from the reactor's buffer to the file, without a
+        // copy into ours, when nothing is queued before them.
+        let mut rest = input;
+        if self.input.is_empty() {
+            while !rest.is_empty()
+                && matches!(
+                    self.transfer,
+                    Transfer::Receiving(_) | Transfer::Discarding { .. }
+                )
+            {
+                let used = self.take_raw(rest, cx);
+                rest = &rest[used..];
+            }
+        }
+        self.input.extend_from_slice(rest);
+        self.process(cx);
+        input.len()
+    }
+
+    fn on_peer_closed(&mut self, _input: &[u8], cx: &mut Cx<'_>) {
+        self.close(cx);
+    }
+
+    fn wants_output_drained(&self) -> bool {
+        true
+    }
+
+    fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
+        self.pump(cx);
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx<'_>) {
+        let due = match &self.phase {
+            Phase::AwaitingLogin { deadline } | Phase::AwaitingProof { deadline, .. } => {
+                *deadline <= cx.now()
+            }
+            Phase::Serving(_) | Phase::Closed => false,
+        };
+        if due {
+            cx.write_with(handshake::encode_timed_out);
+            self.count_failure(handshake::AUTH_TIMED_OUT, cx);
+            self.close(cx);
+        }
+    }
+
+    fn on_source(&mut self, event: SourceEvent, cx: &mut Cx<'_>) {
+        if let SourceEvent::Job(result) = event
+            && let Ok(done) = result.downcast::<Done>()
+        {
+            self.on_done(*done, cx);
+        }
+    }
+
+    fn is_busy(&self) -> bool {
+        matches!(
+            self.transfer,
+            Transfer::Preparing(_) | Transfer::Committing(_) | Transfer::Hashing(_)
+        )
+    }
+
+    fn on_close(&mut self, reason: CloseReason, cx: &mut Cx<'_>) {
+        if let Transfer::Receiving(u) | Transfer::Preparing(u) = &self.transfer {
+            log::info!(
+                "files: upload of /{} interrupted ({reason}) at {} of {} bytes; kept for resuming",
+                u.path,
+                u.written,
+                u.size
+            );
+        }
+        self.interrupt(cx);
+        self.phase = Phase::Closed;
+    }
+}
+
+/// The error a client gets when the disk refuses an upload.
+fn storage_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => {
+            "no space left to store the file".to_string()
+        }
+        _ => format!("cannot store the file: {e}"),
+    }
+}

@@ -1,0 +1,204 @@
+//! What the files service keeps across connections: the user store as last
+//! read, the daemon's secret for fake challenges, every user's quota book,
+//! and the cache of file digests.
+//!
+//! # Noticing changes to the user store
+//!
+//! At every login the store file is `stat`ed, and read again when its
+//! (inode, mtime, size) changed ([`users::Stamp`]). A new user can then log
+//! in, a deleted one cannot, and a new password counts from the next login,
+//! without a restart. The `stat` and the rare re-read run on the loop: the
+//! file is small and local, and a login is not a hot path. A daemon with
+//! thousands of logins a second would watch the file with inotify instead.
+//!
+//! # Quota books
+//!
+//! A user's book is filled the first time it is needed after the daemon
+//! starts (or after the store changed): a walk of the home and a look at
+//! the staging directory. The walk runs on the loop, a shortcut taken for
+//! simplicity: a home with millions of files would stall other clients
+//! for that walk, and a production daemon would do it on the helper pool.
+//! From then on the book is kept current by the service itself.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::quota::{Book, Reservation};
+use super::staging;
+use crate::auth::scram::StoredSecrets;
+use crate::auth::users::{self, DEFAULT_ITERATIONS, SALT_LEN, Stamp, User, Users};
+use crate::config::Config;
+
+/// Digests kept for downloads before the cache is emptied.
+pub const DIGEST_CACHE_ENTRIES: usize = 4096;
+
+/// Identity of a file's content for the digest cache: a file rewritten in
+/// place gets a new mtime or size; a file replaced gets a new inode.
+pub type FileKey = (u64, u64, u64, i128);
+
+pub struct FilesShared {
+    /// `<data-dir>/files`.
+    root: PathBuf,
+    /// `<data-dir>/users.json`.
+    store: PathBuf,
+    /// The store's identity when last read; `None` when there was none.
+    stamp: Option<Stamp>,
+    users: Users,
+    /// Key for fake challenge salts (`<data-dir>/files.key`).
+    secret: [u8; 32],
+    /// Quota books, by user name, filled on first use.
+    books: HashMap<String, Book>,
+    /// Whole-file SHA-256 by file identity, for `get`'s `ready`.
+    digests: HashMap<FileKey, [u8; 32]>,
+    resume_ttl: Duration,
+}
+
+impl FilesShared {
+    /// Loads the user store and the secret; on the first start (no store
+    /// yet), creates the `demo` user. With the service disabled, touches
+    /// nothing on disk.
+    pub fn new(config: &Config) -> io::Result<FilesShared> {
+        let root = staging::files_root(&config.data_dir);
+        let store = users::store_path(&config.data_dir);
+        let mut shared = FilesShared {
+            root,
+            store,
+            stamp: None,
+            users: Users::new(),
+            secret: [0; 32],
+            books: HashMap::new(),
+            digests: HashMap::new(),
+            resume_ttl: Duration::from_secs(config.files.resume_ttl_s),
+        };
+        if !config.files.service.enabled {
+            return Ok(shared);
+        }
+        fs::create_dir_all(shared.root.join("home"))?;
+        fs::create_dir_all(shared.root.join(".staging"))?;
+        let key = crate::auth::load_or_create(&config.data_dir.join("files.key"))?;
+        shared.secret = *key.key.as_bytes();
+        if users::stamp(&shared.store)?.is_none() {
+            create_demo(&config.data_dir, &shared.store, &shared.root)?;
+        }
+        shared.refresh_users();
+        Ok(shared)
+    }
+
+    /// The user's record as the store has it now (see the module docs).
+    pub fn user(&mut self, name: &str) -> Option<User> {
+        self.refresh_users();
+        self.users.get(name).cloned()
+    }
+
+    /// The secret fake salts are derived from.
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The user's staging directory.
+    pub fn staging_dir(&self, user: &str) -> PathBuf {
+        staging::user_dir(&self.root, user)
+    }
+
+    /// The user's quota book, filled on first use (see the module docs).
+    pub fn book(&mut self, user: &str, home: &Path) -> &mut Book {
+        if !self.books.contains_key(user) {
+            let dir = self.staging_dir(user);
+            let mut book = Book {
+                files: staging::tree_size(&self.root.join(home)),
+                ..Book::default()
+            };
+            for staged in staging::scan(&dir, SystemTime::now(), Some(self.resume_ttl)) {
+                book.reservations.insert(
+                    staged.id,
+                    Reservation {
+                        charge: staged.record.charge(),
+                        path: staged.record.path,
+                        active: false,
+                    },
+                );
+            }
+            self.books.insert(user.to_string(), book);
+        }
+        self.books.entry(user.to_string()).or_default()
+    }
+
+    /// A digest computed for this file identity before, if any.
+    pub fn digest(&self, key: &FileKey) -> Option<[u8; 32]> {
+        self.digests.get(key).copied()
+    }
+
+    pub fn remember_digest(&mut self, key: FileKey, digest: [u8; 32]) {
+        // A crude bound: when full, start again. An LRU would keep the hot
+        // entries; the cost of a miss is one hash on the helper pool.
+        if self.digests.len() >= DIGEST_CACHE_ENTRIES {
+            self.digests.clear();
+        }
+        self.digests.insert(key, digest);
+    }
+
+    /// Re-reads the store if it changed; keeps the old users if it cannot
+    /// be read (a half-edited file by hand), and says so.
+    fn refresh_users(&mut self) {
+        let stamp = match users::stamp(&self.store) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("files: cannot stat the user store: {e}");
+                return;
+            }
+        };
+        if stamp == self.stamp && (stamp.is_some() || self.users.is_empty()) {
+            return;
+        }
+        match users::load(&self.store) {
+            Ok(fresh) => {
+                if self.stamp.is_some() {
+                    log::info!("files: user store changed; {} users", fresh.len());
+                }
+                // Books of users that are gone or changed are recounted.
+                self.books
+                    .retain(|name, _| fresh.get(name) == self.users.get(name));
+                self.users = fresh;
+                self.stamp = stamp;
+            }
+            Err(e) => log::warn!("files: keeping the users as they were: {e}"),
+        }
+    }
+}
+
+/// The file the demo user's password is written to.
+pub fn demo_password_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("demo.password")
+}
+
+/// Creates `demo` with a random password, written 0600 next to the store,
+/// so a first start gives a usable files service.
+fn create_demo(data_dir: &Path, store: &Path, root: &Path) -> io::Result<()> {
+    let mut random = [0u8; 12 + SALT_LEN];
+    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+    let password = crate::codec::hex::encode(&random[..12]);
+    let secrets = StoredSecrets::derive(&password, &random[12..], DEFAULT_ITERATIONS);
+    let password_file = demo_password_path(data_dir);
+    users::write_atomically(&password_file, format!("{password}\n").as_bytes(), 0o600)?;
+    users::update(store, |all| {
+        all.entry("demo".to_string()).or_insert(User {
+            secrets,
+            quota: None,
+            home: users::default_home("demo"),
+        });
+        Ok::<_, io::Error>(())
+    })?;
+    fs::create_dir_all(root.join(users::default_home("demo")))?;
+    log::info!(
+        "files: created user demo; its password is in {}",
+        password_file.display()
+    );
+    Ok(())
+}
