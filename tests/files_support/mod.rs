@@ -15,6 +15,7 @@ use socketlab::auth::scram;
 use socketlab::codec::hex;
 
 use crate::common::Daemon;
+#[allow(unused_imports)]
 pub use crate::exec_support::{expect_closed, expect_error, recv, send, send_raw_frame, try_recv};
 
 /// Iterations for test users: the protocol's minimum, so logins are quick.

@@ -720,7 +720,15 @@ impl Session {
         let (name, home) = (account.name.clone(), account.home_path.clone());
         let book = cx.shared().files.book(&name, &home);
         match transfer {
-            Transfer::Preparing(u) | Transfer::Receiving(u) => book.interrupt(&u.id),
+            Transfer::Preparing(u) | Transfer::Receiving(u) => {
+                book.interrupt(&u.id);
+                log::info!(
+                    "files: upload of /{} by {name} interrupted at {} of {} bytes; kept for resuming",
+                    u.path,
+                    u.written,
+                    u.size
+                );
+            }
             // The commit runs on without us; count the file as in place
             // (if it fails, the next count after a restart corrects it).
             Transfer::Committing(u) => {
@@ -819,14 +827,7 @@ impl super::Session for Session {
     }
 
     fn on_close(&mut self, reason: CloseReason, cx: &mut Cx<'_>) {
-        if let Transfer::Receiving(u) | Transfer::Preparing(u) = &self.transfer {
-            log::info!(
-                "files: upload of /{} interrupted ({reason}) at {} of {} bytes; kept for resuming",
-                u.path,
-                u.written,
-                u.size
-            );
-        }
+        log::debug!("files: connection of {} closing ({reason})", self.who());
         self.interrupt(cx);
         self.phase = Phase::Closed;
     }
