@@ -125,10 +125,13 @@ fn an_upload_cut_off_resumes_from_what_reached_the_daemon() {
     assert_eq!(ask(&mut s, json!({"type": "quota"}))["used"], data.len());
 }
 
-/// Kills the daemon with SIGKILL and starts it again on the same data dir.
-fn kill_and_restart(d: &mut Daemon) {
-    d.signal(libc::SIGKILL);
-    d.wait();
+/// Stops the daemon with `signal` and starts it again on the same data dir.
+fn stop_and_restart(d: &mut Daemon, signal: i32) {
+    d.signal(signal);
+    let status = d.wait();
+    if signal == libc::SIGTERM {
+        assert!(status.success(), "{status}");
+    }
     let ready_path = d.path("ready.json");
     std::fs::remove_file(&ready_path).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_socketlab"))
@@ -156,7 +159,7 @@ fn kill_9_mid_upload_then_restart_resumes_and_the_file_is_right() {
     assert_eq!(begin_put(&mut s, "k.bin", &data), 0);
     s.write_all(&data[..sent]).unwrap();
     assert!(wait_until(|| part_len(&d, "alice") == Some(sent as u64)));
-    kill_and_restart(&mut d);
+    stop_and_restart(&mut d, libc::SIGKILL);
 
     let mut s = login(&d, "alice", "pw");
     let offset = begin_put(&mut s, "k.bin", &data);
@@ -164,6 +167,40 @@ fn kill_9_mid_upload_then_restart_resumes_and_the_file_is_right() {
     s.write_all(&data[offset as usize..]).unwrap();
     assert_eq!(recv(&mut s)["type"], "ok");
     assert_eq!(get(&mut s, "k.bin", 0).1, data);
+}
+
+#[test]
+fn sigterm_mid_upload_keeps_it_resumable_after_a_restart() {
+    let mut d = Daemon::start(&["--set", "files.resume_ttl_s=3600"]);
+    add_user(&d, "alice", "pw", None);
+    let data = payload(600_000, 10);
+    let sent = 250_000;
+    let mut s = login(&d, "alice", "pw");
+    assert_eq!(begin_put(&mut s, "t.bin", &data), 0);
+    s.write_all(&data[..sent]).unwrap();
+    assert!(wait_until(|| part_len(&d, "alice") == Some(sent as u64)));
+    stop_and_restart(&mut d, libc::SIGTERM);
+
+    let mut s = login(&d, "alice", "pw");
+    assert_eq!(begin_put(&mut s, "t.bin", &data), sent as u64);
+    s.write_all(&data[sent..]).unwrap();
+    assert_eq!(recv(&mut s)["sha256"], sha_hex(&data));
+    assert_eq!(
+        std::fs::read(home(&d, "alice").join("t.bin")).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn connections_over_the_limit_get_an_error_frame() {
+    let d = Daemon::start(&["--set", "files.max_connections=1"]);
+    let _first = hello(&d);
+    let mut second = d.connect("files");
+    assert_eq!(
+        recv(&mut second),
+        json!({"type": "error", "code": "busy", "error": "too many connections"})
+    );
+    expect_closed(&mut second);
 }
 
 // ---- Quotas ----
