@@ -73,9 +73,11 @@ impl LoginFailure {
     }
 }
 
-const LOGIN_SHAPE: &str =
+/// The login frame's shape, quoted when another frame comes instead.
+pub const LOGIN_SHAPE: &str =
     r#"{"type":"login","user":"<name>","nonce":"<24 to 256 of ! to ~, no comma>"}"#;
-const PROOF_SHAPE: &str = r#"{"type":"proof","proof":"<64 hex>"}"#;
+/// The proof frame's shape, quoted when another frame comes instead.
+pub const PROOF_SHAPE: &str = r#"{"type":"proof","proof":"<64 hex>"}"#;
 
 /// Appends the files hello.
 pub fn encode_hello(out: &mut BytesMut) {

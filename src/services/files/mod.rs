@@ -50,11 +50,15 @@
 //!
 //! While the daemon waits on the pool, or sends a file, it holds the
 //! client's input (`Cx::hold_input`): a client that pipelines requests
-//! waits in its own buffers, not in the daemon's memory. Every transition
-//! happens in this file; the work behind each is in [`transfer`].
+//! waits in its own buffers, not in the daemon's memory. The login and the
+//! answers of the pool (`Session::on_done`) are handled in this file, the
+//! steps of a `put` in `put.rs` and of a `get` in `get.rs`; the work behind
+//! each step (hashing, committing, sending) is in [`transfer`].
 
+mod get;
 pub mod jail;
 pub mod login;
+mod put;
 pub mod quota;
 pub mod request;
 mod shared;
@@ -63,22 +67,18 @@ pub mod transfer;
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use sha2::{Digest, Sha256};
 
 use super::{CloseReason, Cx, SourceEvent};
 use crate::auth::handshake;
 use crate::codec::frame::{self, FrameDecoder, FrameError, Item};
 use jail::{Home, PathError};
 use login::{LoginFailure, Pending};
-use quota::Reservation;
 use request::Request;
 pub use shared::{FilesShared, demo_password_path};
-use transfer::{Done, Download, Upload, blocking, send_range};
+use transfer::{Done, Download, Upload};
 
 /// One files connection.
 pub struct Session {
@@ -380,246 +380,6 @@ impl Session {
         }
     }
 
-    /// `put`: everything that can be checked before `ready` is checked
-    /// here (path, parent, a directory in the way, quota).
-    fn start_put(
-        &mut self,
-        path: &str,
-        size: u64,
-        sha256: [u8; 32],
-        cx: &mut Cx<'_>,
-    ) -> Result<(), PathError> {
-        let Phase::Serving(account) = &self.phase else {
-            return Ok(());
-        };
-        let rel = jail::resolve(&account.cwd, path)?;
-        let (parent, name) = account.home.open_parent(&rel)?;
-        let credit = match Home::stat_in(&parent, name) {
-            Ok(meta) if meta.is_dir => return Err(PathError::IsADirectory),
-            Ok(meta) if meta.is_file => meta.size,
-            Ok(_) | Err(PathError::NotFound) => 0,
-            Err(e) => return Err(e),
-        };
-        let id = staging::upload_id(&rel, size, &sha256);
-        let (user, home_path, limit) = (
-            account.name.clone(),
-            account.home_path.clone(),
-            account.quota,
-        );
-        let files = &mut cx.shared().files;
-        let dir = files.staging_dir(&user);
-        let book = files.book(&user, &home_path);
-        if book.is_active(&id) {
-            return Err(PathError::Io(
-                "an upload of this file is already under way".to_string(),
-            ));
-        }
-        for old in book.superseded(&rel, &id) {
-            book.release(&old);
-            staging::remove(&dir, &old);
-        }
-        let reservation = Reservation {
-            path: rel.clone(),
-            charge: size.saturating_sub(credit),
-            active: true,
-        };
-        if let Err(over) = book.reserve(&id, reservation, limit) {
-            cx.write_with(|out| request::encode_over_quota(over.free, out));
-            return Ok(());
-        }
-        let record = staging::Record {
-            path: rel.clone(),
-            size,
-            sha256: crate::codec::hex::encode(&sha256),
-            credit,
-        };
-        let opened = staging::write_record(&dir, &id, &record)
-            .and_then(|()| staging::open_part(&dir, &id))
-            .and_then(|(file, len)| {
-                if len > size {
-                    file.set_len(0)?;
-                    return Ok((file, 0));
-                }
-                Ok((file, len))
-            });
-        let (file, staged) = match opened {
-            Ok(found) => found,
-            Err(e) => {
-                cx.shared().files.book(&user, &home_path).release(&id);
-                staging::remove(&dir, &id);
-                return Err(PathError::Io(storage_error(&e)));
-            }
-        };
-        let upload = Box::new(Upload {
-            id,
-            path: rel,
-            size,
-            sha256,
-            file: Arc::new(file),
-            dir,
-            written: staged,
-            hasher: Sha256::new(),
-        });
-        if staged == 0 {
-            self.ready_to_receive(upload, cx);
-        } else {
-            // Resuming: the prefix on disk is hashed again, so the final
-            // check covers the whole file.
-            let file = Arc::clone(&upload.file);
-            blocking(cx, move || {
-                Done::Prefix(transfer::hash_prefix(&file, staged))
-            });
-            self.transfer = Transfer::Preparing(upload);
-        }
-        Ok(())
-    }
-
-    /// Sends `ready` for an upload whose staged prefix is hashed.
-    fn ready_to_receive(&mut self, upload: Box<Upload>, cx: &mut Cx<'_>) {
-        let offset = upload.written;
-        cx.write_with(|out| request::encode_put_ready(offset, out));
-        self.transfer = Transfer::Receiving(upload);
-        if let Transfer::Receiving(u) = &self.transfer
-            && u.remaining() == 0
-        {
-            self.finish_upload(cx);
-        }
-    }
-
-    /// All bytes are in: check the digest, then commit on the pool.
-    fn finish_upload(&mut self, cx: &mut Cx<'_>) {
-        let Transfer::Receiving(upload) =
-            std::mem::replace(&mut self.transfer, Transfer::AwaitingHeader)
-        else {
-            return;
-        };
-        let digest: [u8; 32] = upload.hasher.clone().finalize().into();
-        if digest != upload.sha256 {
-            self.transfer = Transfer::Receiving(upload);
-            self.fail_upload("checksum mismatch", cx);
-            return;
-        }
-        let Phase::Serving(account) = &self.phase else {
-            return;
-        };
-        // The target's directory is found again now: a symlink swapped in
-        // during the transfer is refused here.
-        let target = account
-            .home
-            .open_parent(&upload.path)
-            .map(|(parent, name)| (parent, name.to_string()));
-        let staging_dir = rustix::fs::open(
-            &upload.dir,
-            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY,
-            rustix::fs::Mode::empty(),
-        );
-        let (parent, name, staging_dir): (OwnedFd, String, OwnedFd) = match (target, staging_dir) {
-            (Ok((parent, name)), Ok(dir)) => (parent, name, dir),
-            (Err(e), _) => {
-                self.transfer = Transfer::Receiving(upload);
-                self.fail_upload(&e.to_string(), cx);
-                return;
-            }
-            (_, Err(e)) => {
-                self.transfer = Transfer::Receiving(upload);
-                self.fail_upload(&storage_error(&e.into()), cx);
-                return;
-            }
-        };
-        let file = Arc::clone(&upload.file);
-        let part = staging::part_name(&upload.id);
-        blocking(cx, move || {
-            Done::Committed(transfer::commit(&file, &staging_dir, &part, &parent, &name))
-        });
-        self.transfer = Transfer::Committing(upload);
-    }
-
-    /// The upload cannot succeed: its bytes and its reservation go, and the
-    /// client gets `reason`. The caller decides what the transfer becomes.
-    fn fail_upload(&mut self, reason: &str, cx: &mut Cx<'_>) {
-        let upload = match std::mem::replace(&mut self.transfer, Transfer::AwaitingHeader) {
-            Transfer::Receiving(u) | Transfer::Preparing(u) | Transfer::Committing(u) => u,
-            other => {
-                self.transfer = other;
-                return;
-            }
-        };
-        staging::remove(&upload.dir, &upload.id);
-        if let Phase::Serving(account) = &self.phase {
-            let (name, home) = (account.name.clone(), account.home_path.clone());
-            cx.shared().files.book(&name, &home).release(&upload.id);
-        }
-        log::info!(
-            "files: {}: upload of /{} failed: {reason}",
-            self.who(),
-            upload.path
-        );
-        cx.write_with(|out| frame::encode_error(reason, None, out));
-    }
-
-    /// `get`: open the file jailed, then `ready` once its digest is known.
-    fn start_get(&mut self, path: &str, offset: u64, cx: &mut Cx<'_>) -> Result<(), PathError> {
-        let Phase::Serving(account) = &self.phase else {
-            return Ok(());
-        };
-        let rel = jail::resolve(&account.cwd, path)?;
-        let fd = account.home.open_at(&rel, rustix::fs::OFlags::RDONLY)?;
-        let download = Download::new(fd, offset).map_err(|e| PathError::Io(e.to_string()))?;
-        let meta = download
-            .file
-            .metadata()
-            .map_err(|e| PathError::Io(e.to_string()))?;
-        if meta.is_dir() {
-            return Err(PathError::IsADirectory);
-        }
-        if !meta.is_file() {
-            return Err(PathError::NotAFile);
-        }
-        if offset > download.end {
-            return Err(PathError::Io(format!(
-                "offset {offset} is past the end of the file ({} bytes)",
-                download.end
-            )));
-        }
-        match cx.shared().files.digest(&download.key) {
-            Some(digest) => self.start_sending(download, digest, cx),
-            None => {
-                let (file, size) = (Arc::clone(&download.file), download.end);
-                blocking(cx, move || Done::Digest(transfer::hash_file(&file, size)));
-                self.transfer = Transfer::Hashing(download);
-            }
-        }
-        Ok(())
-    }
-
-    fn start_sending(&mut self, download: Download, digest: [u8; 32], cx: &mut Cx<'_>) {
-        cx.write_with(|out| request::encode_get_ready(download.end, download.offset, &digest, out));
-        self.transfer = Transfer::Sending(download);
-        self.pump(cx);
-    }
-
-    /// Sends the next chunk of a download; back to requests when done.
-    fn pump(&mut self, cx: &mut Cx<'_>) {
-        let Transfer::Sending(download) = &mut self.transfer else {
-            return;
-        };
-        match send_range(cx, &download.file, download.offset, download.end) {
-            Ok(sent) => download.offset += sent,
-            Err(e) => {
-                // The client was promised N bytes that cannot all be sent:
-                // the connection cannot go on in step.
-                log::warn!("files: {}: download failed: {e}", self.who());
-                self.close(cx);
-                cx.abort();
-                return;
-            }
-        }
-        if download.offset >= download.end {
-            self.transfer = Transfer::AwaitingHeader;
-            self.process(cx);
-        }
-    }
-
     /// A pool job finished.
     fn on_done(&mut self, done: Done, cx: &mut Cx<'_>) {
         match (
@@ -692,11 +452,16 @@ impl Session {
     }
 
     fn on_bad_frame(&mut self, e: FrameError, cx: &mut Cx<'_>) {
-        if matches!(
-            self.phase,
-            Phase::AwaitingLogin { .. } | Phase::AwaitingProof { .. }
-        ) {
-            self.fail_login(&LoginFailure::BadFrame("a frame"), cx);
+        // Before the login is done, a broken frame is a failed handshake
+        // like any other wrong frame.
+        let expected = match self.phase {
+            Phase::AwaitingLogin { .. } => Some(login::LOGIN_SHAPE),
+            Phase::AwaitingProof { .. } => Some(login::PROOF_SHAPE),
+            Phase::Serving(_) | Phase::Closed => None,
+        };
+        if let Some(expected) = expected {
+            log::debug!("files: {}: {e}", self.who());
+            self.fail_login(&LoginFailure::BadFrame(expected), cx);
             return;
         }
         cx.write_with(|out| e.encode(out));
