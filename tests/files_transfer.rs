@@ -125,6 +125,28 @@ fn an_upload_cut_off_resumes_from_what_reached_the_daemon() {
     assert_eq!(ask(&mut s, json!({"type": "quota"}))["used"], data.len());
 }
 
+#[test]
+fn an_interrupted_upload_expires_after_the_resume_ttl() {
+    let d = Daemon::start(&["--set", "files.resume_ttl_s=1"]);
+    add_user(&d, "alice", "pw", None);
+    let data = payload(100_000, 11);
+    let mut s = login(&d, "alice", "pw");
+    assert_eq!(begin_put(&mut s, "x", &data), 0);
+    s.write_all(&data[..50_000]).unwrap();
+    assert!(wait_until(|| part_len(&d, "alice") == Some(50_000)));
+    drop(s);
+    assert!(wait_until(|| d.stderr().contains("kept for resuming")));
+    // Counted while on record; gone, bytes and all, once expired (checked
+    // at each login).
+    assert!(wait_until(|| {
+        let mut s = login(&d, "alice", "pw");
+        ask(&mut s, json!({"type": "quota"}))["used"] == 0
+    }));
+    assert!(staged(&d, "alice").is_empty());
+    let mut s = login(&d, "alice", "pw");
+    assert_eq!(begin_put(&mut s, "x", &data), 0, "starts over");
+}
+
 /// Stops the daemon with `signal` and starts it again on the same data dir.
 fn stop_and_restart(d: &mut Daemon, signal: i32) {
     d.signal(signal);

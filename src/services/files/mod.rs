@@ -282,6 +282,8 @@ impl Session {
         };
         let path = files.root().join(&user.home);
         let home = fs::create_dir_all(&path).and_then(|()| Home::open(&path));
+        let now = cx.wall_time();
+        cx.shared().files.expire_uploads(name, &user.home, now);
         match home {
             Ok(home) => {
                 log::info!("files: {} logged in as {name}", self.who());

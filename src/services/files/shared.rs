@@ -130,6 +130,25 @@ impl FilesShared {
         self.books.entry(user.to_string()).or_default()
     }
 
+    /// Forgets the user's interrupted uploads that have expired (a `stat`
+    /// per interrupted upload; called at each login).
+    pub fn expire_uploads(&mut self, user: &str, home: &Path, now: SystemTime) {
+        let dir = self.staging_dir(user);
+        let ttl = self.resume_ttl;
+        let book = self.book(user, home);
+        let expired: Vec<String> = book
+            .reservations
+            .iter()
+            .filter(|(id, r)| !r.active && staging::is_expired(&dir, id, now, ttl))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            log::info!("files: an interrupted upload of {user} expired");
+            book.release(&id);
+            staging::remove(&dir, &id);
+        }
+    }
+
     /// A digest computed for this file identity before, if any.
     pub fn digest(&self, key: &FileKey) -> Option<[u8; 32]> {
         self.digests.get(key).copied()

@@ -32,7 +32,9 @@
 //! An interrupted upload stays on record for `files.resume_ttl_s` after
 //! its last byte arrived (the `.part` file's modification time). Expired
 //! ones are removed when the daemon first looks at the user's uploads
-//! (at their first login since the daemon started).
+//! after it starts, and then at each of the user's logins: an upload
+//! nobody comes back for costs nothing until its owner returns, and is
+//! gone by the time they could notice it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -159,15 +161,11 @@ pub fn scan(dir: &Path, now: SystemTime, ttl: Option<Duration>) -> Vec<Staged> {
             }
             continue;
         };
-        if let Some(ttl) = ttl {
-            let last = fs::metadata(dir.join(part_name(id)))
-                .or_else(|_| item.metadata())
-                .and_then(|m| m.modified())
-                .unwrap_or(now);
-            if now.duration_since(last).unwrap_or_default() > ttl {
-                remove(dir, id);
-                continue;
-            }
+        if let Some(ttl) = ttl
+            && is_expired(dir, id, now, ttl)
+        {
+            remove(dir, id);
+            continue;
         }
         found.push(Staged {
             id: id.to_string(),
@@ -175,6 +173,16 @@ pub fn scan(dir: &Path, now: SystemTime, ttl: Option<Duration>) -> Vec<Staged> {
         });
     }
     found
+}
+
+/// Whether the upload `id` received its last byte (or, with none yet, was
+/// recorded) more than `ttl` before `now`.
+pub fn is_expired(dir: &Path, id: &str, now: SystemTime, ttl: Duration) -> bool {
+    let last = fs::metadata(dir.join(part_name(id)))
+        .or_else(|_| fs::metadata(record_path(dir, id)))
+        .and_then(|m| m.modified())
+        .unwrap_or(now);
+    now.duration_since(last).unwrap_or_default() > ttl
 }
 
 /// Bytes of regular files under `dir`, not following symlinks.
