@@ -34,6 +34,9 @@
 //!               └──── bad frame, wrong proof, deadline ───────────> Closed
 //!
 //!  Transfer (while Serving):
+//!    Counting (pool: the user's quota book, at their first login)
+//!         │
+//!         v
 //!    AwaitingHeader ──put──> Preparing (pool: hash the staged prefix)
 //!         ^  ^  ^               │ ready{offset}
 //!         │  │  │               v
@@ -78,7 +81,7 @@ use jail::{Home, PathError};
 use login::{LoginFailure, Pending};
 use request::Request;
 pub use shared::{FilesShared, demo_password_path};
-use transfer::{Done, Download, Upload};
+use transfer::{Done, Download, Upload, blocking};
 
 /// One files connection.
 pub struct Session {
@@ -123,6 +126,8 @@ struct Account {
 /// What the bytes on the wire are now (see the module docs).
 enum Transfer {
     AwaitingHeader,
+    /// Just logged in: the user's quota book is being counted on the pool.
+    Counting,
     Preparing(Box<Upload>),
     Receiving(Box<Upload>),
     /// Bytes of an upload that failed, read past to find the next frame.
@@ -180,7 +185,8 @@ impl Session {
         }
         let hold = matches!(
             self.transfer,
-            Transfer::Preparing(_)
+            Transfer::Counting
+                | Transfer::Preparing(_)
                 | Transfer::Committing(_)
                 | Transfer::Hashing(_)
                 | Transfer::Sending(_)
@@ -283,7 +289,14 @@ impl Session {
         let path = files.root().join(&user.home);
         let home = fs::create_dir_all(&path).and_then(|()| Home::open(&path));
         let now = cx.wall_time();
-        cx.shared().files.expire_uploads(name, &user.home, now);
+        let files = &mut cx.shared().files;
+        if files.has_book(name) {
+            files.expire_uploads(name, &user.home, now);
+        } else {
+            let count = files.counting_job(name, &user.home);
+            blocking(cx, move || Done::Counted(count()));
+            self.transfer = Transfer::Counting;
+        }
         match home {
             Ok(home) => {
                 log::info!("files: {} logged in as {name}", self.who());
@@ -415,6 +428,12 @@ impl Session {
                     self.fail_upload(&storage_error(&e), cx);
                 }
             },
+            // The book is counted: requests may come.
+            (Transfer::Counting, Done::Counted(book)) => {
+                if let Phase::Serving(account) = &self.phase {
+                    cx.shared().files.counted(&account.name, book);
+                }
+            }
             (Transfer::Hashing(download), Done::Digest(result)) => match result {
                 Ok(digest) => {
                     cx.shared().files.remember_digest(download.key, digest);
@@ -589,7 +608,10 @@ impl super::Session for Session {
     fn is_busy(&self) -> bool {
         matches!(
             self.transfer,
-            Transfer::Preparing(_) | Transfer::Committing(_) | Transfer::Hashing(_)
+            Transfer::Counting
+                | Transfer::Preparing(_)
+                | Transfer::Committing(_)
+                | Transfer::Hashing(_)
         )
     }
 

@@ -13,12 +13,13 @@
 //!
 //! # Quota books
 //!
-//! A user's book is filled the first time it is needed after the daemon
-//! starts (or after the store changed): a walk of the home and a look at
-//! the staging directory. The walk runs on the loop, a shortcut taken for
-//! simplicity: a home with millions of files would stall other clients
-//! for that walk, and a production daemon would do it on the helper pool.
-//! From then on the book is kept current by the service itself.
+//! A user's book is counted at their first login after the daemon starts
+//! (or after the store changed): a walk of the home and a look at the
+//! staging directory, on the helper pool, while that connection waits
+//! with its input held. From then on the book is kept current by the
+//! service itself, so the walk happens once per user, not per request.
+//! Files put into a home behind the daemon's back count from the next
+//! count.
 
 use std::collections::HashMap;
 use std::fs;
@@ -107,15 +108,35 @@ impl FilesShared {
         staging::user_dir(&self.root, user)
     }
 
-    /// The user's quota book, filled on first use (see the module docs).
+    /// The user's quota book. It is normally counted on the pool at login
+    /// ([`FilesShared::counting_job`]); if it is missing all the same (the
+    /// store changed since), it is counted here, on the loop.
     pub fn book(&mut self, user: &str, home: &Path) -> &mut Book {
         if !self.books.contains_key(user) {
-            let dir = self.staging_dir(user);
+            let count = self.counting_job(user, home);
+            self.books.insert(user.to_string(), count());
+        }
+        self.books.entry(user.to_string()).or_default()
+    }
+
+    /// Whether the user's book is counted already.
+    pub fn has_book(&self, user: &str) -> bool {
+        self.books.contains_key(user)
+    }
+
+    /// Work that counts a user's book from the disk, to run on the helper
+    /// pool: a walk of the home, and a look at the staging directory that
+    /// removes expired uploads and debris.
+    pub fn counting_job(&self, user: &str, home: &Path) -> impl FnOnce() -> Book + Send + 'static {
+        let home = self.root.join(home);
+        let dir = self.staging_dir(user);
+        let ttl = self.resume_ttl;
+        move || {
             let mut book = Book {
-                files: staging::tree_size(&self.root.join(home)),
+                files: staging::tree_size(&home),
                 ..Book::default()
             };
-            for staged in staging::scan(&dir, SystemTime::now(), Some(self.resume_ttl)) {
+            for staged in staging::scan(&dir, SystemTime::now(), Some(ttl)) {
                 book.reservations.insert(
                     staged.id,
                     Reservation {
@@ -125,13 +146,19 @@ impl FilesShared {
                     },
                 );
             }
-            self.books.insert(user.to_string(), book);
+            book
         }
-        self.books.entry(user.to_string()).or_default()
+    }
+
+    /// Takes a book counted on the pool, unless another connection of the
+    /// user got there first (its book is as fresh, and may already hold
+    /// that connection's reservations).
+    pub fn counted(&mut self, user: &str, book: Book) {
+        self.books.entry(user.to_string()).or_insert(book);
     }
 
     /// Forgets the user's interrupted uploads that have expired (a `stat`
-    /// per interrupted upload; called at each login).
+    /// per interrupted upload; called at each login once the book exists).
     pub fn expire_uploads(&mut self, user: &str, home: &Path, now: SystemTime) {
         let dir = self.staging_dir(user);
         let ttl = self.resume_ttl;

@@ -50,6 +50,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::Cx;
+use super::quota::Book;
 use super::shared::FileKey;
 use crate::reactor::WRITE_BUDGET;
 
@@ -62,6 +63,8 @@ pub enum Done {
     Committed(io::Result<u64>),
     /// A whole file's digest, for a download.
     Digest(io::Result<[u8; 32]>),
+    /// A user's quota book, counted from the disk after their login.
+    Counted(Book),
 }
 
 /// Runs `work` on the helper pool; its result comes back to the session
