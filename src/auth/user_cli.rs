@@ -218,14 +218,16 @@ fn derive(args: &PasswordArgs) -> Result<StoredSecrets, Failure> {
 fn ask_without_echo(prompt: &str) -> io::Result<String> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let tty = OpenOptions::new().read(true).write(true).open("/dev/tty")?;
-    (&tty).write_all(prompt.as_bytes())?;
     let saved = tcgetattr(&tty)?;
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
+    // Echo goes off before the prompt appears, so nothing typed after it
+    // is shown; what was typed before it is discarded (`Flush`).
     tcsetattr(&tty, OptionalActions::Flush, &quiet)?;
+    (&tty).write_all(prompt.as_bytes())?;
     let mut line = String::new();
     let read = io::BufReader::new(&tty).read_line(&mut line);
-    let _ = tcsetattr(&tty, OptionalActions::Flush, &saved);
+    let _ = tcsetattr(&tty, OptionalActions::Now, &saved);
     (&tty).write_all(b"\n")?;
     read?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
