@@ -14,7 +14,10 @@
 //! `rename` into place. `<id>` is derived from (path, size, sha256): the
 //! same upload asked for again finds its record, which is what resuming
 //! is. The record is written before the first byte, so a `.part` file
-//! without a record is debris from a crash and is removed.
+//! without a record is debris from a crash and is removed; so is a record
+//! without a `.part` file (a crash after the rename into place). The
+//! daemon removes debris only when it counts a user's uploads, at their
+//! first login, when none of them can be under way.
 //!
 //! # What survives a crash
 //!
@@ -155,6 +158,10 @@ pub fn scan(dir: &Path, now: SystemTime, ttl: Option<Duration>) -> Vec<Staged> {
         let record = fs::read(item.path())
             .ok()
             .and_then(|t| serde_json::from_slice::<Record>(&t).ok());
+        // A record that does not parse, or whose bytes are gone (the
+        // daemon died between the rename and removing the record), is
+        // debris too.
+        let record = record.filter(|_| ttl.is_none() || dir.join(part_name(id)).exists());
         let Some(record) = record else {
             if ttl.is_some() {
                 remove(dir, id);
@@ -247,12 +254,14 @@ mod tests {
         open_part(d, "live").unwrap();
         fs::write(d.join("orphan.part"), b"abc").unwrap();
         fs::write(d.join("broken.json"), b"{").unwrap();
+        write_record(d, "renamed", &record("y")).unwrap();
         let now = SystemTime::now();
         let found = scan(d, now, Some(Duration::from_secs(60)));
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].record.charge(), 6);
         assert!(!d.join("orphan.part").exists());
         assert!(!d.join("broken.json").exists());
+        assert!(!d.join("renamed.json").exists());
         let later = now + Duration::from_secs(120);
         assert!(
             scan(d, later, None).len() == 1,
