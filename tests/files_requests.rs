@@ -216,3 +216,74 @@ fn users_cannot_see_each_other() {
         "bad_path"
     );
 }
+
+#[test]
+fn put_is_refused_before_ready_for_a_directory_or_a_missing_parent() {
+    let (d, mut s) = logged_in();
+    assert_eq!(
+        ask(&mut s, json!({"type": "mkdir", "path": "d"}))["type"],
+        "ok"
+    );
+    let sum = sha_hex(b"x");
+    let in_the_way = ask(
+        &mut s,
+        json!({"type": "put", "path": "d", "size": 1, "sha256": sum}),
+    );
+    assert_eq!(in_the_way["error"], "is a directory", "{in_the_way}");
+    let no_parent = ask(
+        &mut s,
+        json!({"type": "put", "path": "nope/f", "size": 1, "sha256": sum}),
+    );
+    assert_eq!(
+        no_parent["error"], "no such file or directory",
+        "{no_parent}"
+    );
+    let home_itself = ask(
+        &mut s,
+        json!({"type": "put", "path": "/", "size": 1, "sha256": sum}),
+    );
+    assert_eq!(home_itself["type"], "error");
+    // Nothing was reserved or staged by the refusals.
+    assert_eq!(ask(&mut s, json!({"type": "quota"}))["used"], 0);
+    assert!(staged(&d, "alice").is_empty());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_even_around_a_download() {
+    let (_d, mut s) = logged_in();
+    assert_eq!(put(&mut s, "f", &payload(500_000, 1))["type"], "ok");
+    // Everything in one write: the daemon holds what follows the get
+    // while it sends the file, then answers the rest.
+    let mut bytes = Vec::new();
+    for request in [
+        json!({"type": "mkdir", "path": "p"}),
+        json!({"type": "cd", "path": "p"}),
+        json!({"type": "get", "path": "/f"}),
+        json!({"type": "pwd"}),
+        json!({"type": "bye"}),
+    ] {
+        let header = serde_json::to_vec(&request).unwrap();
+        bytes.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&header);
+    }
+    std::io::Write::write_all(&mut s, &bytes).unwrap();
+    assert_eq!(recv(&mut s), json!({"type": "ok"}));
+    assert_eq!(recv(&mut s), json!({"type": "ok", "cwd": "/p"}));
+    let ready = recv(&mut s);
+    assert_eq!(ready["size"], 500_000);
+    let body = common::read_exact_n(&mut s, 500_000);
+    assert_eq!(body, payload(500_000, 1));
+    assert_eq!(recv(&mut s), json!({"type": "ok", "cwd": "/p"}));
+    assert_eq!(recv(&mut s), json!({"type": "ok"}));
+    expect_closed(&mut s);
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let d = Daemon::start(&["--set", "files.idle_timeout_s=1"]);
+    add_user(&d, "alice", "pw", None);
+    let mut s = login(&d, "alice", "pw");
+    let started = std::time::Instant::now();
+    expect_closed(&mut s);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+}
