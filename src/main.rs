@@ -33,7 +33,6 @@ enum Command {
     Exec(client::exec::Args),
     /// Show or rotate the exec service's shared key.
     Key(auth::Args),
-    /// Manage the files service's users.
     User(auth::user_cli::Args),
     /// Narrated experiments that show how non-blocking IO behaves.
     Demo(demo::Args),

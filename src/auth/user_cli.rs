@@ -19,6 +19,7 @@ use super::users::{self, DEFAULT_ITERATIONS, MIN_ITERATIONS, SALT_LEN, User};
 use crate::config::Config;
 use crate::services::files::staging;
 
+/// Manage the files service's users.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
