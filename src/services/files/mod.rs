@@ -174,13 +174,21 @@ impl Session {
                 Transfer::AwaitingHeader => match self.decoder.decode(&mut self.input) {
                     Ok(None) => break,
                     Ok(Some(Item::Header(header))) => self.on_header(header, cx),
+                    // Payloads are never announced to the decoder: raw
+                    // upload bytes are taken above, by count.
                     Ok(Some(Item::Payload { .. })) => {}
                     Err(e) => {
                         self.on_bad_frame(e, cx);
                         break;
                     }
                 },
-                _ => break,
+                // Waiting for the pool or for the client to read: what
+                // arrives meanwhile stays buffered, and input is held.
+                Transfer::Counting
+                | Transfer::Preparing(_)
+                | Transfer::Committing(_)
+                | Transfer::Hashing(_)
+                | Transfer::Sending(_) => break,
             }
         }
         let hold = matches!(
