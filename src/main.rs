@@ -43,6 +43,7 @@ enum Command {
     Files(client::files::Args),
     /// Show or rotate the exec service's shared key.
     Key(auth::Args),
+    User(auth::user_cli::Args),
     /// Narrated experiments that show how non-blocking IO behaves.
     Demo(demo::Args),
     /// Load generator: echo, connections, chat fan-out, UDP.
@@ -87,6 +88,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => client::exec::run(args),
         Command::Files(args) => client::files::run(args),
         Command::Key(args) => auth::run(args),
+        Command::User(args) => auth::user_cli::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => loadgen::run(args),
     }
