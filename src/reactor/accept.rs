@@ -89,10 +89,8 @@ impl Reactor {
         let limits = self.core.limits[service as usize];
         let counters = self.core.metrics.service_mut(service);
         counters.connections_total += 1;
-        let over_global = self.core.open >= self.core.max_connections;
-        let over_service = limits.max_connections > 0
-            && counters.connections_open >= limits.max_connections as u64;
-        if over_global || over_service {
+        // The limits count connections on every reactor of the daemon.
+        if !self.core.group.try_admit(service, limits.max_connections) {
             counters.connections_rejected += 1;
             // One best-effort write into an empty send buffer, then FIN.
             let _ = stream.write(service_id::rejection(service));
@@ -121,6 +119,7 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("register {service} connection: {e}");
+            self.core.group.release(service);
             self.core.open -= 1;
             self.core.metrics.service_mut(service).connections_open -= 1;
             return;

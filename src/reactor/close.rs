@@ -109,6 +109,7 @@ impl Reactor {
         conn.set_phase(key, Phase::Dead, self.core.trace);
         let _ = self.core.registry.deregister(conn.stream.source());
         self.core.open -= 1;
+        self.core.group.release(conn.service);
         self.core.metrics.service_mut(conn.service).connections_open -= 1;
         trace!(self.core.trace, "#{key} {} closed", conn.service);
         let (owned, serial) = (conn.owned_sources, conn.serial);

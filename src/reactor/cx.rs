@@ -55,9 +55,26 @@ impl Cx<'_> {
         &self.core.metrics
     }
 
-    /// Connections open over all services.
+    /// Connections open over all services and every reactor.
     pub fn open_connections(&self) -> usize {
-        self.core.open
+        self.core.group.open()
+    }
+
+    /// Each reactor's figures, by index: this reactor's as they are now,
+    /// the others' as of the end of their latest turn. One entry when the daemon runs one
+    /// reactor.
+    pub fn reactor_metrics(&self) -> Vec<Metrics> {
+        let mut all: Vec<Metrics> = self
+            .core
+            .group
+            .published()
+            .into_iter()
+            .map(|m| m.unwrap_or_else(|| Metrics::new(self.core.metrics.started)))
+            .collect();
+        if let Some(own) = all.get_mut(self.core.index) {
+            *own = self.core.metrics.clone();
+        }
+        all
     }
 
     /// Whether `--trace` is on, for services that trace their own steps.

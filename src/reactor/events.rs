@@ -122,6 +122,9 @@ impl Reactor {
         m.last_turn = self.core.now.elapsed();
         m.max_turn = m.max_turn.max(m.last_turn);
         m.busy += m.last_turn;
+        if self.core.group.reactors() > 1 {
+            self.core.group.publish(self.core.index, m);
+        }
     }
 
     pub(super) fn dispatch(&mut self, event: &mio::event::Event) {

@@ -57,11 +57,70 @@ impl Metrics {
         }
     }
 
+    /// The daemon's totals over several reactors' figures: counts and busy
+    /// time add up, the longest turn is the longest of any, and the start
+    /// is the earliest.
+    pub fn total(all: &[Metrics]) -> Option<Metrics> {
+        let (first, rest) = all.split_first()?;
+        let mut t = first.clone();
+        for m in rest {
+            for (sum, c) in t.services.iter_mut().zip(&m.services) {
+                sum.connections_open += c.connections_open;
+                sum.connections_total += c.connections_total;
+                sum.connections_rejected += c.connections_rejected;
+                sum.bytes_received += c.bytes_received;
+                sum.bytes_sent += c.bytes_sent;
+            }
+            t.iterations += m.iterations;
+            t.events += m.events;
+            t.last_turn_events += m.last_turn_events;
+            t.last_turn = t.last_turn.max(m.last_turn);
+            t.max_turn = t.max_turn.max(m.max_turn);
+            t.busy += m.busy;
+            t.started = t.started.min(m.started);
+        }
+        Some(t)
+    }
+
+    /// Connections open on this loop, over all services.
+    pub fn connections_open(&self) -> u64 {
+        self.services.iter().map(|c| c.connections_open).sum()
+    }
+
     pub fn service(&self, id: ServiceId) -> &ServiceCounters {
         &self.services[id as usize]
     }
 
     pub fn service_mut(&mut self, id: ServiceId) -> &mut ServiceCounters {
         &mut self.services[id as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_counts_and_keep_the_longest_turn() {
+        let start = Instant::now();
+        let mut a = Metrics::new(start);
+        let mut b = Metrics::new(start);
+        a.service_mut(ServiceId::Echo).connections_open = 2;
+        b.service_mut(ServiceId::Echo).connections_open = 3;
+        b.service_mut(ServiceId::Chat).bytes_sent = 9;
+        a.iterations = 10;
+        b.iterations = 5;
+        a.max_turn = Duration::from_millis(4);
+        b.max_turn = Duration::from_millis(7);
+        a.busy = Duration::from_millis(1);
+        b.busy = Duration::from_millis(2);
+        let t = Metrics::total(&[a, b]).unwrap();
+        assert_eq!(t.service(ServiceId::Echo).connections_open, 5);
+        assert_eq!(t.service(ServiceId::Chat).bytes_sent, 9);
+        assert_eq!(t.iterations, 15);
+        assert_eq!(t.max_turn, Duration::from_millis(7));
+        assert_eq!(t.busy, Duration::from_millis(3));
+        assert_eq!(t.connections_open(), 5);
+        assert!(Metrics::total(&[]).is_none());
     }
 }

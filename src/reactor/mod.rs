@@ -108,6 +108,7 @@ mod connection;
 mod cx;
 mod datagram;
 mod events;
+mod group;
 mod listener;
 pub mod metrics;
 mod outbox;
@@ -132,6 +133,7 @@ use slab::Slab;
 
 use crate::service_id::ServiceId;
 use connection::Connection;
+pub use group::Group;
 pub use listener::ListenSocket;
 use listener::{Listener, Reserve, UdpEndpoint};
 pub use metrics::Metrics;
@@ -254,8 +256,13 @@ struct Core {
     metrics: Metrics,
     /// Per-service limits, indexed by `ServiceId as usize`.
     limits: [Limits; ServiceId::ALL.len()],
-    max_connections: usize,
-    /// Connections open over all services.
+    /// What this reactor shares with the daemon's other reactors: the
+    /// connection counts the limits are enforced on, and the published
+    /// figures (group.rs). A reactor alone has a group of one.
+    group: Arc<Group>,
+    /// This reactor's place in its group, 0 for the first.
+    index: usize,
+    /// Connections open on this reactor, over all services.
     open: usize,
     /// Source of connection serial numbers.
     next_serial: u64,
@@ -355,7 +362,8 @@ impl Reactor {
                 shared: Box::new(shared),
                 metrics: Metrics::new(Instant::now()),
                 limits,
-                max_connections,
+                group: Arc::new(Group::new(1, max_connections)),
+                index: 0,
                 open: 0,
                 next_serial: 1,
                 reserve: Reserve::new(),
@@ -387,6 +395,17 @@ impl Reactor {
                 return Ok(());
             }
         }
+    }
+
+    /// Makes this reactor the `index`th of `group`, whose connection limits
+    /// it then shares; with more than one, its `--trace` lines name it.
+    pub fn join(mut self, group: Arc<Group>, index: usize) -> Reactor {
+        if group.reactors() > 1 {
+            self.core.trace = self.core.trace.naming(index);
+        }
+        self.core.group = group;
+        self.core.index = index;
+        self
     }
 
     /// The counters, for tests that drive a reactor directly.

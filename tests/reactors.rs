@@ -1,0 +1,253 @@
+//! Several reactors in one daemon (`--reactors 2`, PROTOCOL.md §8): the
+//! kernel spreads connections over them, and to a client nothing changes:
+//! echo, the limits (which count over every reactor), chat's one order per
+//! room, SIGTERM, `/stats` with its per-reactor figures, and `--trace`
+//! naming the reactor. The same suites run with one reactor elsewhere
+//! (echo.rs, daemon.rs, chat_fanout.rs); with `SOCKETLAB_TEST_REACTORS=2`
+//! in the environment those run on two as well.
+//! Run: `cargo test --test reactors`.
+
+mod chat_support;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+
+use chat_support::Member;
+use common::{Daemon, PATIENCE, read_to_end, wait_until};
+
+fn two_reactors(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--reactors", "2"];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
+
+/// `GET path` on the admin port, the body parsed as JSON.
+fn stats(d: &Daemon) -> serde_json::Value {
+    let mut s = d.connect("admin");
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let text = String::from_utf8(read_to_end(&mut s).unwrap()).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    serde_json::from_str(body).expect("JSON")
+}
+
+fn metrics(d: &Daemon) -> String {
+    let mut s = d.connect("admin");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    String::from_utf8(read_to_end(&mut s).unwrap()).unwrap()
+}
+
+fn echoes(s: &mut TcpStream) -> bool {
+    s.write_all(b"ok?").is_ok() && {
+        let mut buf = [0u8; 3];
+        s.read_exact(&mut buf).is_ok() && &buf == b"ok?"
+    }
+}
+
+fn closed_at_once(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(0))
+}
+
+/// Echo connections open on each reactor, as `/stats` reports them (the
+/// admin connection asking counts on the first).
+fn open_per_reactor(d: &Daemon) -> Vec<u64> {
+    let v = stats(d);
+    v["reactors"]
+        .as_array()
+        .expect("a reactors array")
+        .iter()
+        .map(|r| r["connections_open"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn connections_are_spread_over_both_reactors_and_each_gets_its_own_bytes_back() {
+    let d = two_reactors(&[]);
+    let mut clients: Vec<TcpStream> = (0..64).map(|_| d.connect("echo")).collect();
+    for (i, s) in clients.iter_mut().enumerate() {
+        let message = format!("client {i} says {}", "x".repeat(i * 100));
+        s.write_all(message.as_bytes()).unwrap();
+        let mut back = vec![0; message.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, message.as_bytes());
+    }
+    // 64 connections from 64 source ports: the kernel's hash leaving one
+    // reactor without any has a chance of 2^-63.
+    let open = open_per_reactor(&d);
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert_eq!(open.iter().sum::<u64>(), 64 + 1, "{open:?}");
+    assert!(
+        open.iter().all(|&n| n > 1),
+        "one reactor took all: {open:?}"
+    );
+    let v = stats(&d);
+    assert_eq!(v["services"]["echo"]["connections_open"], 64);
+}
+
+#[test]
+fn udp_echo_answers_from_every_reactor() {
+    let d = two_reactors(&[]);
+    for i in 0..32 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(PATIENCE)).unwrap();
+        let message = format!("datagram {i}");
+        u.send_to(message.as_bytes(), d.udp("echo")).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = u.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], message.as_bytes());
+        assert_eq!(
+            from,
+            d.udp("echo"),
+            "the answer comes from the service's port"
+        );
+    }
+}
+
+#[test]
+fn the_global_limit_counts_connections_on_every_reactor() {
+    let d = two_reactors(&["--set", "limits.max_connections=6"]);
+    let mut held: Vec<TcpStream> = (0..6).map(|_| d.connect("echo")).collect();
+    for s in &mut held {
+        assert!(echoes(s));
+    }
+    // Whichever reactor the next ones land on, the daemon is full.
+    for _ in 0..8 {
+        let mut s = d.connect("echo");
+        assert!(closed_at_once(&mut s));
+    }
+    // When one leaves, there is room again.
+    drop(held.pop());
+    assert!(wait_until(|| {
+        let mut s = d.connect("echo");
+        echoes(&mut s)
+    }));
+}
+
+#[test]
+fn a_service_limit_counts_connections_on_every_reactor() {
+    let d = two_reactors(&["--set", "echo.max_connections=4"]);
+    let mut held: Vec<TcpStream> = (0..4).map(|_| d.connect("echo")).collect();
+    for s in &mut held {
+        assert!(echoes(s));
+    }
+    for _ in 0..8 {
+        let mut s = d.connect("echo");
+        assert!(closed_at_once(&mut s));
+    }
+    // Other services are not limited by echo's limit.
+    let mut x = d.connect("discard");
+    x.write_all(b"fine").unwrap();
+    let v = stats(&d);
+    assert_eq!(v["services"]["echo"]["connections_rejected"], 8);
+    assert_eq!(v["services"]["echo"]["connections_open"], 4);
+}
+
+#[test]
+fn chat_members_all_see_one_order_with_two_reactors() {
+    let d = two_reactors(&[]);
+    let mut members: Vec<Member> = (0..12).map(|_| Member::join(&d)).collect();
+    let last = members[11].nick.clone();
+    for m in &mut members[..11] {
+        m.skip_until(&format!("* {last} joined lobby"));
+    }
+    for (i, m) in members.iter_mut().enumerate().take(4) {
+        let burst: String = (0..50).map(|k| format!("m{i} line {k}\n")).collect();
+        m.send_raw(burst.as_bytes());
+    }
+    let mut first: Option<Vec<String>> = None;
+    for m in &mut members {
+        let lines: Vec<String> = (0..200).map(|_| m.said()).collect();
+        match &first {
+            None => first = Some(lines),
+            Some(first) => assert_eq!(*first, lines, "{} saw another order", m.nick),
+        }
+    }
+    let first = first.unwrap();
+    for i in 0..4 {
+        let mine: Vec<&String> = first
+            .iter()
+            .filter(|l| l.contains(&format!(": m{i} line ")))
+            .collect();
+        assert_eq!(mine.len(), 50);
+        for (k, l) in mine.iter().enumerate() {
+            assert!(l.ends_with(&format!(": m{i} line {k}")), "{l}");
+        }
+    }
+}
+
+#[test]
+fn sigterm_closes_connections_on_every_reactor_with_fin_and_exits_zero() {
+    let mut d = two_reactors(&[]);
+    let mut clients: Vec<TcpStream> = (0..16).map(|_| d.connect("echo")).collect();
+    for s in &mut clients {
+        assert!(echoes(s));
+    }
+    let open = open_per_reactor(&d);
+    assert!(open.iter().all(|&n| n > 0), "{open:?}");
+    d.signal(libc::SIGTERM);
+    for s in &mut clients {
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "a clean end of stream");
+        s.shutdown(Shutdown::Write).unwrap();
+    }
+    drop(clients);
+    assert_eq!(d.wait().code(), Some(0));
+    assert!(
+        TcpStream::connect(d.tcp("echo")).is_err(),
+        "listeners are gone"
+    );
+}
+
+#[test]
+fn metrics_give_daemon_totals_and_each_reactors_loop_figures() {
+    let d = two_reactors(&[]);
+    let mut s = d.connect("echo");
+    assert!(echoes(&mut s));
+    let text = metrics(&d);
+    for needle in [
+        "\nsocketlab_loop_iterations_total ",
+        "\nsocketlab_loop_iterations_total{reactor=\"0\"} ",
+        "\nsocketlab_loop_iterations_total{reactor=\"1\"} ",
+        "\nsocketlab_loop_busy_seconds_total{reactor=\"1\"} ",
+        "\nsocketlab_loop_max_turn_seconds{reactor=\"0\"} ",
+        "\nsocketlab_reactor_connections_open{reactor=\"1\"} ",
+        "\nsocketlab_connections_open{service=\"echo\"} 1\n",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
+#[test]
+fn one_reactor_reports_one_entry_and_no_reactor_labels() {
+    let d = Daemon::start(&[]);
+    assert_eq!(open_per_reactor(&d), vec![1]);
+    assert!(!metrics(&d).contains("reactor=\""));
+}
+
+#[test]
+fn auto_runs_one_reactor_per_cpu_the_process_may_use() {
+    let d = Daemon::start(&["--reactors", "auto"]);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(open_per_reactor(&d).len(), cpus);
+}
+
+#[test]
+fn trace_lines_name_their_reactor() {
+    let d = two_reactors(&["--trace"]);
+    let mut clients: Vec<TcpStream> = (0..16).map(|_| d.connect("echo")).collect();
+    for s in &mut clients {
+        assert!(echoes(s));
+    }
+    assert!(wait_until(|| {
+        let err = d.stderr();
+        err.contains(" r0 #") && err.contains(" r1 #")
+    }));
+    let err = d.stderr();
+    for line in err.lines().filter(|l| l.starts_with("trace ")) {
+        let third = line.split(' ').nth(2).unwrap_or("");
+        assert!(third == "r0" || third == "r1", "{line}");
+    }
+}
