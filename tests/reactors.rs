@@ -251,3 +251,86 @@ fn trace_lines_name_their_reactor() {
         assert!(third == "r0" || third == "r1", "{line}");
     }
 }
+
+/// User + system CPU ticks of a process, from /proc/PID/stat.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_descriptors_with_two_reactors_neither_spins_nor_stalls() {
+    use std::os::unix::process::CommandExt;
+    const LIMIT: u64 = 96;
+    let d = Daemon::start_with(
+        &["--reactors", "2", "--set", "limits.max_connections=10000"],
+        |c| {
+            // SAFETY: setrlimit in the child between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: LIMIT,
+                        rlim_max: LIMIT,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    let mut first = d.connect("echo");
+    assert!(echoes(&mut first));
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for _ in 0..200 {
+        let mut s = d.connect("echo");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        if echoes(&mut s) {
+            served.push(s);
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the limit was never reached");
+    assert!(served.len() > 20, "only {} served", served.len());
+    // Both reactors stay responsive and neither spins.
+    assert!(echoes(&mut first));
+    let cpu_before = cpu_ticks(d.pid());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let spent = cpu_ticks(d.pid()) - cpu_before;
+    assert!(
+        spent <= 5,
+        "daemon used {spent} ticks while idle: spinning?"
+    );
+    // Freeing descriptors lets every reactor accept again: 16 new
+    // connections all served (the kernel spreads them over both).
+    served.truncate(5);
+    assert!(wait_until(|| {
+        (0..16).all(|_| {
+            let mut s = d.connect("echo");
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            echoes(&mut s)
+        })
+    }));
+    assert!(d.stderr().contains("Too many open files"));
+}
+
+#[test]
+fn an_idle_connection_is_closed_on_either_reactor() {
+    let d = two_reactors(&["--set", "echo.idle_timeout_s=1"]);
+    let mut idle: Vec<TcpStream> = (0..16).map(|_| d.connect("echo")).collect();
+    for s in &mut idle {
+        assert!(echoes(s));
+    }
+    assert!(open_per_reactor(&d).iter().all(|&n| n > 0));
+    for s in &mut idle {
+        let mut buf = [0u8; 1];
+        assert_eq!(s.read(&mut buf).unwrap(), 0, "closed after its timeout");
+    }
+}
