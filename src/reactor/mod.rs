@@ -89,6 +89,7 @@ mod connection;
 mod listener;
 pub mod metrics;
 mod outbox;
+pub mod per_ip;
 mod pool;
 mod timers;
 
