@@ -65,7 +65,7 @@ pub struct Config {
     /// Where the daemon keeps its state (keys, users, exec workdir).
     pub data_dir: PathBuf,
     pub limits: LimitsConfig,
-    pub admin: ServiceConfig,
+    pub admin: AdminConfig,
     pub echo: EchoConfig,
     pub discard: ServiceConfig,
     pub daytime: ServiceConfig,
@@ -85,6 +85,9 @@ pub struct LimitsConfig {
     /// start: the open-file limit minus 32, as Redis does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Connections open at once from one client (an IPv4 address or an
+    /// IPv6 /64); 0 = no limit.
+    pub max_connections_per_ip: usize,
 }
 
 /// The keys every service has.
@@ -110,6 +113,16 @@ pub enum EchoMode {
     Echo,
     Upper,
     Stamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    #[serde(flatten)]
+    pub service: ServiceConfig,
+    /// Whole seconds a client has to finish an HTTP request head, counted
+    /// from the connection or the previous answer; then 408 and a close.
+    pub header_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,7 +186,7 @@ impl Default for Config {
             port_base: 7000,
             data_dir: PathBuf::from("socketlab-data"),
             limits: LimitsConfig::default(),
-            admin: ServiceConfig::default(),
+            admin: AdminConfig::default(),
             echo: EchoConfig::default(),
             discard: ServiceConfig::default(),
             daytime: ServiceConfig::default(),
@@ -198,6 +211,15 @@ impl Default for ServiceConfig {
             max_connections: 0,
             idle_timeout_s: 0,
             max_pending_output: 256 * 1024,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> AdminConfig {
+        AdminConfig {
+            service: ServiceConfig::default(),
+            header_timeout_s: 10,
         }
     }
 }
@@ -262,7 +284,7 @@ impl Config {
     /// The keys every service has, whatever else its section holds.
     pub fn service(&self, id: ServiceId) -> &ServiceConfig {
         match id {
-            ServiceId::Admin => &self.admin,
+            ServiceId::Admin => &self.admin.service,
             ServiceId::Echo => &self.echo.service,
             ServiceId::Discard => &self.discard,
             ServiceId::Daytime => &self.daytime,
@@ -275,7 +297,7 @@ impl Config {
 
     pub fn service_mut(&mut self, id: ServiceId) -> &mut ServiceConfig {
         match id {
-            ServiceId::Admin => &mut self.admin,
+            ServiceId::Admin => &mut self.admin.service,
             ServiceId::Echo => &mut self.echo.service,
             ServiceId::Discard => &mut self.discard,
             ServiceId::Daytime => &mut self.daytime,

@@ -271,6 +271,8 @@ struct Core {
     max_connections: usize,
     /// Connections open over all services.
     open: usize,
+    /// Connections open per client, for `limits.max_connections_per_ip`.
+    per_ip: per_ip::PerIp,
     /// Source of connection serial numbers.
     next_serial: u64,
     reserve: Reserve,
@@ -372,6 +374,7 @@ impl Reactor {
                 read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM + 1)],
                 staged: Outbox::new(),
                 reply_buf: Vec::new(),
+                per_ip: per_ip::PerIp::new(shared.config.limits.max_connections_per_ip),
                 shared,
                 metrics: Metrics::new(Instant::now()),
                 limits,
@@ -708,7 +711,12 @@ impl Reactor {
         let over_global = self.core.open >= self.core.max_connections;
         let over_service = limits.max_connections > 0
             && counters.connections_open >= limits.max_connections as u64;
-        if over_global || over_service {
+        // Counted last, so a connection turned away by another limit is
+        // not counted against its client; released in `kill`.
+        let token = self.sources.vacant_key();
+        let over_per_ip = !(over_global || over_service)
+            && peer.is_some_and(|p| !self.core.per_ip.admit(token, p.ip()));
+        if over_global || over_service || over_per_ip {
             counters.connections_rejected += 1;
             // One best-effort write into an empty send buffer, then FIN.
             let _ = stream.write(services::rejection(service));
@@ -738,6 +746,7 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("register {service} connection: {e}");
+            self.core.per_ip.release(key);
             self.core.open -= 1;
             self.core.metrics.service_mut(service).connections_open -= 1;
             return;
@@ -1276,6 +1285,7 @@ impl Reactor {
         }
         conn.set_phase(key, Phase::Dead, self.core.trace);
         let _ = self.core.registry.deregister(conn.stream.source());
+        self.core.per_ip.release(key);
         self.core.open -= 1;
         self.core.metrics.service_mut(conn.service).connections_open -= 1;
         if self.core.trace {

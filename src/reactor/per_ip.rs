@@ -38,16 +38,23 @@ pub fn address_group(ip: IpAddr) -> IpAddr {
 
 /// Open connections per client (by [`address_group`]), for the
 /// `limits.max_connections_per_ip` cap. The reactor counts a connection
-/// when it admits it and uncounts it when it frees it; a client with
-/// none open has no entry, so the table holds at most one entry per open
-/// connection.
+/// when it admits it and releases it, by token, when it frees it.
+///
+/// The address is remembered per token rather than asked of the socket
+/// again at the end: `getpeername()` fails with `ENOTCONN` once the peer
+/// has reset the connection, and a release that could not find its
+/// address would leave the client counted forever.
 #[derive(Debug, Default)]
 pub struct PerIp {
     /// The most connections one client may hold open; 0 = no limit, and
     /// nothing is counted.
     limit: usize,
-    /// Open connections per client with at least one.
+    /// Open connections per client with at least one: a client with none
+    /// has no entry.
     open: HashMap<IpAddr, usize>,
+    /// The client each counted connection (by slab token) was counted
+    /// under; one entry per open connection from a TCP client.
+    counted: HashMap<usize, IpAddr>,
 }
 
 impl PerIp {
@@ -55,31 +62,32 @@ impl PerIp {
     pub fn new(limit: usize) -> PerIp {
         PerIp {
             limit,
-            open: HashMap::new(),
+            ..PerIp::default()
         }
     }
 
-    /// Counts a new connection from `ip` if the client is under the limit
-    /// and returns true; returns false, counting nothing, if it is at the
-    /// limit. Always true when the cap is off.
-    pub fn admit(&mut self, ip: IpAddr) -> bool {
+    /// Counts the connection `token` from `ip` and returns true if its
+    /// client is under the limit; returns false, counting nothing, if the
+    /// client is at the limit. Always true when the cap is off.
+    pub fn admit(&mut self, token: usize, ip: IpAddr) -> bool {
         if self.limit == 0 {
             return true;
         }
-        let open = self.open.entry(address_group(ip)).or_insert(0);
+        let group = address_group(ip);
+        let open = self.open.entry(group).or_insert(0);
         if *open >= self.limit {
             return false;
         }
         *open += 1;
+        self.counted.insert(token, group);
         true
     }
 
-    /// Uncounts a connection from `ip` that [`PerIp::admit`] counted.
-    pub fn release(&mut self, ip: IpAddr) {
-        if self.limit == 0 {
+    /// Uncounts the connection `token`, if [`PerIp::admit`] counted it.
+    pub fn release(&mut self, token: usize) {
+        let Some(group) = self.counted.remove(&token) else {
             return;
-        }
-        let group = address_group(ip);
+        };
         if let Some(open) = self.open.get_mut(&group) {
             *open -= 1;
             if *open == 0 {
@@ -88,7 +96,7 @@ impl PerIp {
         }
     }
 
-    /// Connections open from `ip`'s group, as counted.
+    /// Connections counted as open from `ip`'s client.
     pub fn open_from(&self, ip: IpAddr) -> usize {
         self.open.get(&address_group(ip)).copied().unwrap_or(0)
     }
@@ -137,30 +145,42 @@ mod tests {
         let mut per_ip = PerIp::new(2);
         let (a, a2) = (v6("2001:db8::1"), v6("2001:db8::2"));
         let other = v6("2001:db8:0:1::1");
-        assert!(per_ip.admit(a));
-        assert!(per_ip.admit(a2));
-        assert!(!per_ip.admit(a), "a third from the same /64");
-        assert!(per_ip.admit(other), "another /64 is another client");
+        assert!(per_ip.admit(1, a));
+        assert!(per_ip.admit(2, a2));
+        assert!(!per_ip.admit(3, a), "a third from the same /64");
+        assert!(per_ip.admit(3, other), "another /64 is another client");
         assert_eq!(per_ip.open_from(a), 2);
-        per_ip.release(a2);
-        assert!(per_ip.admit(a));
-        per_ip.release(a);
-        per_ip.release(a);
-        per_ip.release(other);
+        per_ip.release(2);
+        assert!(per_ip.admit(4, a));
+        for token in [1, 3, 4] {
+            per_ip.release(token);
+        }
         assert!(
             per_ip.open.is_empty(),
             "no entry for a client with none open"
         );
+        assert!(per_ip.counted.is_empty());
+    }
+
+    #[test]
+    fn releasing_a_connection_never_counted_changes_nothing() {
+        let mut per_ip = PerIp::new(1);
+        let a = v6("::1");
+        assert!(per_ip.admit(7, a));
+        per_ip.release(8);
+        per_ip.release(8);
+        assert_eq!(per_ip.open_from(a), 1);
+        assert!(!per_ip.admit(9, a));
     }
 
     #[test]
     fn a_limit_of_zero_counts_nothing() {
         let mut per_ip = PerIp::new(0);
         let a = v6("::1");
-        for _ in 0..1000 {
-            assert!(per_ip.admit(a));
+        for token in 0..1000 {
+            assert!(per_ip.admit(token, a));
         }
         assert_eq!(per_ip.open_from(a), 0);
-        per_ip.release(a);
+        per_ip.release(0);
     }
 }
