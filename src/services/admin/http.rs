@@ -69,7 +69,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(status: Status, reason: impl Into<Cow<'static, str>>) -> Rejection {
+    pub(super) fn new(status: Status, reason: impl Into<Cow<'static, str>>) -> Rejection {
         Rejection {
             status,
             reason: reason.into(),
@@ -232,6 +232,8 @@ pub enum Status {
     BadRequest,
     NotFound,
     MethodNotAllowed,
+    /// The head was not complete within `admin.header_timeout_s`.
+    RequestTimeout,
     HeadTooLarge,
 }
 
@@ -242,6 +244,7 @@ impl Status {
             Status::BadRequest => 400,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
+            Status::RequestTimeout => 408,
             Status::HeadTooLarge => 431,
         }
     }
@@ -252,6 +255,7 @@ impl Status {
             Status::BadRequest => "Bad Request",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
+            Status::RequestTimeout => "Request Timeout",
             Status::HeadTooLarge => "Request Header Fields Too Large",
         }
     }

@@ -44,6 +44,15 @@
 //!   for answers. Each is answered as soon as its head is complete, in
 //!   the order received, on the one connection: answers cannot overtake
 //!   each other.
+//! - **A deadline for every head.** A client has `admin.header_timeout_s`
+//!   (default 10 s) to finish a request head, counted from the moment the
+//!   connection waits for it: when it opens, and again after each answer.
+//!   Past it the client gets 408 and the connection closes. Without it, a
+//!   client that sends one byte every few seconds (*slowloris*) holds a
+//!   connection for ever, since each byte resets the idle timeout; a few
+//!   thousand such clients fill the daemon. No deadline runs while the
+//!   daemon itself is not reading (output full, below): the wait is then
+//!   the daemon's, not the client's.
 //! - **Bounded input.** A request head may take [`MAX_HEAD`] bytes and
 //!   [`MAX_HEADERS`] header fields; more is answered with 431 and the
 //!   connection closes, so a client never makes the daemon hold more than
@@ -77,8 +86,10 @@
 //!      client's FIN  |       \  Connection: close, HTTP/1.0, a body,
 //!                    v        \  a malformed or oversized head
 //!               InputEnded     '-----------------------> Closed
-//!                    |                                     ^
-//!                    '--- the requests it holds answered --'
+//!                    |                                     ^ ^
+//!                    '--- the requests it holds answered --' |
+//!                                                            |
+//!      KeepAlive, head not complete by its deadline: 408 ----'
 //! ```
 //!
 //! Whether more input is taken is a separate matter, decided by output
@@ -104,7 +115,7 @@
 mod figures;
 mod http;
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Cx, ServiceId};
 pub use figures::{Figures, PROMETHEUS_TEXT};
@@ -154,9 +165,22 @@ pub struct Session {
     /// hands unconsumed input back only when more arrives. Copying a few
     /// hundred bytes per request costs nothing on this port.
     unanswered: Vec<u8>,
+    /// When the head being waited for must be complete (see "A deadline
+    /// for every head"); `None` while no head is waited for (output full,
+    /// closing) or when `admin.header_timeout_s` is 0.
+    head_deadline: Option<Instant>,
+    /// The earliest wake-up asked of the reactor and not yet delivered.
+    /// Wake-ups cannot be cancelled, so a later deadline needs no new one
+    /// while an earlier wake-up is pending: that one re-arms for it.
+    wake_at: Option<Instant>,
 }
 
 impl super::Session for Session {
+    /// Starts the clock for the first request head.
+    fn on_open(&mut self, cx: &mut Cx<'_>) {
+        self.await_head(cx);
+    }
+
     fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
         if self.state != State::Closed {
             self.unanswered.extend_from_slice(input);
@@ -181,6 +205,31 @@ impl super::Session for Session {
     fn on_output_drained(&mut self, cx: &mut Cx<'_>) {
         cx.hold_input(false);
         self.answer(cx);
+    }
+
+    /// A head not complete by its deadline gets 408 and the close. A
+    /// wake-up for an older, later or no deadline finds nothing due, and
+    /// only re-arms.
+    fn on_timer(&mut self, cx: &mut Cx<'_>) {
+        self.wake_at = None;
+        match self.head_deadline {
+            Some(deadline) if self.state == State::KeepAlive && deadline <= cx.now() => {
+                self.head_deadline = None;
+                let timeout = cx.shared().config.admin.header_timeout_s;
+                let rejection = Rejection::new(
+                    Status::RequestTimeout,
+                    format!("request head not complete within {timeout} s"),
+                );
+                let date = http_date(cx.wall_time());
+                let response = rejection.response();
+                cx.write_with(|out| response.encode(false, date.as_deref(), out));
+                self.state = State::Closed;
+                self.unanswered = Vec::new();
+                cx.close();
+            }
+            Some(deadline) => self.wake(deadline, cx),
+            None => {}
+        }
     }
 }
 
@@ -229,15 +278,49 @@ impl Session {
                 self.state = State::Closed;
                 cx.close();
             }
+            // A new head is awaited once an answer went out; an unfinished
+            // head keeps the deadline it has.
+            Pause::NeedInput if answered > 0 || self.head_deadline.is_none() => {
+                self.await_head(cx);
+            }
             Pause::NeedInput => {}
             // Stop reading until the output drains (`on_output_drained`),
-            // so what waits here stays bounded.
-            Pause::OutputFull => cx.hold_input(true),
-            Pause::Closed => {}
+            // so what waits here stays bounded. The client is not late
+            // while the daemon is not reading.
+            Pause::OutputFull => {
+                cx.hold_input(true);
+                self.head_deadline = None;
+            }
+            Pause::Closed => self.head_deadline = None,
         }
         if self.state == State::Closed || self.unanswered.is_empty() {
             // Give back the memory of a burst; an idle connection keeps none.
             self.unanswered = Vec::new();
+        }
+    }
+}
+
+impl Session {
+    /// Starts the clock for the next request head, now.
+    fn await_head(&mut self, cx: &mut Cx<'_>) {
+        let timeout = cx.shared().config.admin.header_timeout_s;
+        if timeout == 0 || self.state != State::KeepAlive {
+            self.head_deadline = None;
+            return;
+        }
+        let now = cx.now();
+        // A timeout too large for `Instant` is as good as none.
+        self.head_deadline = now.checked_add(Duration::from_secs(timeout));
+        if let Some(deadline) = self.head_deadline {
+            self.wake(deadline, cx);
+        }
+    }
+
+    /// Makes sure a wake-up is due no later than `at`.
+    fn wake(&mut self, at: Instant, cx: &mut Cx<'_>) {
+        if self.wake_at.is_none_or(|pending| at < pending) {
+            self.wake_at = Some(at);
+            cx.set_timer(at);
         }
     }
 }
