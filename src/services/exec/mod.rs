@@ -92,6 +92,7 @@ pub mod program;
 pub mod reaper;
 pub mod request;
 mod shared;
+mod sys;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
