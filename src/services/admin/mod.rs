@@ -213,7 +213,11 @@ impl super::Session for Session {
     fn on_timer(&mut self, cx: &mut Cx<'_>) {
         self.wake_at = None;
         match self.head_deadline {
-            Some(deadline) if self.state == State::KeepAlive && deadline <= cx.now() => {
+            // Only a connection waiting for a head has a deadline; one that
+            // is closing, or answering what the client sent before its
+            // FIN, needs no wake-up.
+            _ if self.state != State::KeepAlive => self.head_deadline = None,
+            Some(deadline) if deadline <= cx.now() => {
                 self.head_deadline = None;
                 let timeout = cx.shared().config.admin.header_timeout_s;
                 let rejection = Rejection::new(
