@@ -246,6 +246,16 @@ fn connections_over_the_per_ip_cap_are_turned_away_like_at_other_limits() {
 }
 
 #[test]
+fn the_per_ip_cap_counts_ipv6_clients_too() {
+    let d = Daemon::start(&["--bind", "::1", "--set", "limits.max_connections_per_ip=1"]);
+    assert!(d.tcp("echo").is_ipv6());
+    let mut a = d.connect("echo");
+    assert!(echoes(&mut a));
+    let mut over = d.connect("echo");
+    assert!(closed_at_once(&mut over));
+}
+
+#[test]
 fn the_per_ip_cap_is_off_by_default() {
     let d = Daemon::start(&[]);
     let mut held: Vec<TcpStream> = (0..40).map(|_| d.connect("echo")).collect();

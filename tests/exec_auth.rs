@@ -260,6 +260,23 @@ fn pre_opened_connections_get_at_most_max_failures_guesses() {
     assert_eq!(throttled, OPENED - MAX_FAILURES, "macs turned away unread");
 }
 
+/// IPv6 clients are counted by their /64; through the daemon that is
+/// visible on `::1` alone: its failures lock it out like an IPv4 address.
+#[test]
+fn an_ipv6_client_is_locked_out_too() {
+    let d = Daemon::start(&["--bind", "::1", "--set", "auth.max_failures=1"]);
+    assert!(d.tcp("exec").is_ipv6());
+    let (mut s, challenge) = hello(&d);
+    send(
+        &mut s,
+        &json!({"type": "auth", "mac": mac_hex(&[9; 32], &challenge)}),
+    );
+    assert_eq!(expect_error(&mut s)["error"], "authentication failed");
+    let mut s = d.connect("exec");
+    assert_eq!(expect_error(&mut s)["code"], "throttled");
+    expect_closed(&mut s);
+}
+
 #[test]
 fn max_failures_zero_turns_throttling_off() {
     let d = Daemon::start(&["--set", "auth.max_failures=0"]);
