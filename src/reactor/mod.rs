@@ -383,6 +383,7 @@ impl Reactor {
             self.free_dead();
             self.end_turn();
             if self.shutdown_finished() {
+                self.discard_unread_input();
                 log::info!("stopped");
                 return Ok(());
             }
