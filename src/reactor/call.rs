@@ -144,10 +144,11 @@ impl Reactor {
                     conn.flush_listed = true;
                     core.to_flush.push(key);
                 }
+                // Over the limit, reading stops; whether the client is too
+                // slow is judged by the write pass that follows (`pump`),
+                // by what the kernel refuses over time.
                 let high_water = core.limits[conn.service as usize].high_water;
-                if conn.pause_if_full(key, high_water, core.trace) {
-                    self.call(key, None, |s, cx| s.on_output_full(cx));
-                }
+                conn.pause_if_full(key, high_water, core.trace);
             }
             self.core.mail_spare = batch;
         }
