@@ -10,7 +10,7 @@
 //! leave through one routine, [`Reactor::flush`], which also does the
 //! accounting: the byte counters, `last_active`, `write_blocked` and the
 //! trace line. Nothing here calls back into itself: a callback made during
-//! the pass (`on_output_drained`, `on_output_full`, `on_close`) records its
+//! the pass (`on_output_drained`, `on_close`) records its
 //! output like any other, and the pass's next round writes it.
 //!
 //! # The direct write
