@@ -167,6 +167,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const LINGER_ON_SHUTDOWN: Duration = Duration::from_secs(1);
 /// How often the loop wakes, during shutdown, to see whether it is over.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+/// How long a connection's unsent output may stay at or over its limit,
+/// from a write the kernel refused, before the session hears
+/// `on_output_full`: the client is then too slow, because it does not
+/// read, not because a burst outran one turn's write budget.
+pub const STALL_GRACE: Duration = Duration::from_secs(2);
 /// Retry delay for a listener paused by descriptor exhaustion.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -387,6 +392,7 @@ impl Reactor {
             self.free_dead();
             self.end_turn();
             if self.shutdown_finished() {
+                self.discard_unread_input();
                 log::info!("stopped");
                 return Ok(());
             }
