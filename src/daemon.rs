@@ -123,7 +123,11 @@ fn serve(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let exposure = exposure_warnings(&config, &listening);
-    let group = Arc::new(Group::new(reactors, max_connections));
+    let group = Arc::new(Group::new(
+        reactors,
+        max_connections,
+        config.limits.max_connections_per_ip,
+    ));
     let siblings = Siblings {
         config: sibling_config(&config),
         max_connections,

@@ -334,3 +334,23 @@ fn an_idle_connection_is_closed_on_either_reactor() {
         assert_eq!(s.read(&mut buf).unwrap(), 0, "closed after its timeout");
     }
 }
+
+#[test]
+fn the_per_client_cap_counts_connections_on_every_reactor() {
+    let d = two_reactors(&["--set", "limits.max_connections_per_ip=4"]);
+    let mut held: Vec<TcpStream> = (0..4).map(|_| d.connect("echo")).collect();
+    for s in &mut held {
+        assert!(echoes(s));
+    }
+    // Eight more from the same address: wherever the kernel puts them,
+    // the client already holds its four.
+    for _ in 0..8 {
+        let mut s = d.connect("echo");
+        assert!(closed_at_once(&mut s));
+    }
+    drop(held.pop());
+    assert!(wait_until(|| {
+        let mut s = d.connect("echo");
+        echoes(&mut s)
+    }));
+}

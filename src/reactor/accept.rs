@@ -89,8 +89,18 @@ impl Reactor {
         let limits = self.core.limits[service as usize];
         let counters = self.core.metrics.service_mut(service);
         counters.connections_total += 1;
-        // The limits count connections on every reactor of the daemon.
-        if !self.core.group.try_admit(service, limits.max_connections) {
+        // The limits count connections on every reactor of the daemon. The
+        // client's own count comes last, so a connection turned away by
+        // another limit is not counted against its client; released in
+        // `kill`.
+        let token = self.sources.vacant_key();
+        let admitted = self.core.group.try_admit(service, limits.max_connections);
+        let over_per_ip = admitted
+            && peer.is_some_and(|p| !self.core.group.admit_client(self.core.index, token, p.ip()));
+        if over_per_ip {
+            self.core.group.release(service);
+        }
+        if !admitted || over_per_ip {
             counters.connections_rejected += 1;
             // One best-effort write into an empty send buffer, then FIN.
             let _ = stream.write(service_id::rejection(service));
@@ -120,6 +130,7 @@ impl Reactor {
         ) {
             log::warn!("register {service} connection: {e}");
             self.core.group.release(service);
+            self.core.group.release_client(self.core.index, key);
             self.core.open -= 1;
             self.core.metrics.service_mut(service).connections_open -= 1;
             return;
@@ -155,6 +166,7 @@ impl Reactor {
             serial,
             last_active: self.core.now,
             idle_wake: None,
+            stall: 0,
         }));
         if let Some(idle) = limits.idle_timeout {
             self.arm_idle(key, self.core.now + idle);

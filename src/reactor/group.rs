@@ -21,6 +21,9 @@
 //!   once per accepted and once per closed connection, never per message;
 //!   a `fetch_add` on an uncontended line costs a few nanoseconds next to
 //!   the `accept()` that precedes it;
+//! - the per-client counts of `limits.max_connections_per_ip` (per_ip.rs),
+//!   behind a `Mutex`: taken once per accept and once per close, and not
+//!   at all while the cap is off (0);
 //! - each reactor's published figures, a `Mutex<Metrics>` per reactor,
 //!   copied in at the end of every turn and read by the admin endpoint
 //!   (which runs on the first reactor). A turn takes only its own lock,
@@ -44,7 +47,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use std::net::IpAddr;
+
 use super::Metrics;
+use super::per_ip::PerIp;
 use crate::service_id::ServiceId;
 
 /// What the reactors of one daemon share.
@@ -59,17 +65,50 @@ pub struct Group {
     per_service: [AtomicUsize; ServiceId::ALL.len()],
     /// Each reactor's figures as last published, by reactor index.
     published: Box<[Mutex<Option<Metrics>>]>,
+    /// `limits.max_connections_per_ip`; 0 = off, and `per_ip` untouched.
+    per_ip_limit: usize,
+    /// Connections open per client over every reactor, each counted under
+    /// its reactor and token (see `client_key`).
+    per_ip: Mutex<PerIp>,
 }
 
 impl Group {
-    /// A group of `reactors` reactors sharing one global connection limit.
-    pub fn new(reactors: usize, max_connections: usize) -> Group {
+    /// A group of `reactors` reactors sharing one global connection limit
+    /// and one per-client cap (0 = off).
+    pub fn new(reactors: usize, max_connections: usize, per_ip_limit: usize) -> Group {
         Group {
             max_connections,
             open: AtomicUsize::new(0),
             per_service: std::array::from_fn(|_| AtomicUsize::new(0)),
             published: (0..reactors.max(1)).map(|_| Mutex::new(None)).collect(),
+            per_ip_limit,
+            per_ip: Mutex::new(PerIp::new(per_ip_limit)),
         }
+    }
+
+    /// Counts connection `token` of reactor `index` under its client `ip`,
+    /// or refuses it, counting nothing, when the client is at
+    /// `limits.max_connections_per_ip`. Given back with
+    /// [`Group::release_client`].
+    pub fn admit_client(&self, index: usize, token: usize, ip: IpAddr) -> bool {
+        if self.per_ip_limit == 0 {
+            return true;
+        }
+        self.per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(client_key(index, token), ip)
+    }
+
+    /// Uncounts connection `token` of reactor `index`, if it was counted.
+    pub fn release_client(&self, index: usize, token: usize) {
+        if self.per_ip_limit == 0 {
+            return;
+        }
+        self.per_ip
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(client_key(index, token));
     }
 
     /// How many reactors the group has.
@@ -122,13 +161,20 @@ impl Group {
     }
 }
 
+/// One key per connection of the daemon for `PerIp`, which knows one
+/// reactor's tokens: the reactor's index in the high bits. A slab holds
+/// far fewer than 2^40 entries, so keys of different reactors never meet.
+fn client_key(index: usize, token: usize) -> usize {
+    (index << 40) | token
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_global_limit_holds_over_all_services() {
-        let g = Group::new(2, 2);
+        let g = Group::new(2, 2, 0);
         assert!(g.try_admit(ServiceId::Echo, 0));
         assert!(g.try_admit(ServiceId::Chat, 0));
         assert!(!g.try_admit(ServiceId::Echo, 0));
@@ -139,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_service_limit_refuses_without_holding_a_global_place() {
-        let g = Group::new(1, 10);
+        let g = Group::new(1, 10, 0);
         assert!(g.try_admit(ServiceId::Echo, 1));
         assert!(!g.try_admit(ServiceId::Echo, 1));
         assert_eq!(g.open(), 1, "the refused connection gave its place back");
@@ -148,7 +194,7 @@ mod tests {
 
     #[test]
     fn threads_racing_for_places_never_exceed_the_limit() {
-        let g = std::sync::Arc::new(Group::new(4, 100));
+        let g = std::sync::Arc::new(Group::new(4, 100, 0));
         let admitted: usize = (0..4)
             .map(|_| {
                 let g = g.clone();
@@ -167,8 +213,22 @@ mod tests {
     }
 
     #[test]
+    fn a_client_is_counted_over_every_reactor() {
+        let g = Group::new(2, 100, 2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(g.admit_client(0, 5, ip));
+        assert!(
+            g.admit_client(1, 5, ip),
+            "the same token on another reactor"
+        );
+        assert!(!g.admit_client(1, 6, ip), "two open, on two reactors");
+        g.release_client(0, 5);
+        assert!(g.admit_client(1, 6, ip));
+    }
+
+    #[test]
     fn published_figures_are_read_back_by_index() {
-        let g = Group::new(2, 10);
+        let g = Group::new(2, 10, 0);
         let mut m = Metrics::new(std::time::Instant::now());
         m.iterations = 7;
         g.publish(1, &m);

@@ -112,6 +112,7 @@ mod group;
 mod listener;
 pub mod metrics;
 mod outbox;
+pub mod per_ip;
 mod pool;
 mod read;
 #[cfg(test)]
@@ -168,6 +169,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const LINGER_ON_SHUTDOWN: Duration = Duration::from_secs(1);
 /// How often the loop wakes, during shutdown, to see whether it is over.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+/// How long a connection's unsent output may stay at or over its limit,
+/// from a write the kernel refused, before the session hears
+/// `on_output_full`: the client is then too slow, because it does not
+/// read, not because a burst outran one turn's write budget.
+pub const STALL_GRACE: Duration = Duration::from_secs(2);
 /// Retry delay for a listener paused by descriptor exhaustion.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -342,6 +348,7 @@ impl Reactor {
             };
         }
 
+        let per_ip_limit = shared.max_connections_per_ip();
         Ok(Reactor {
             poll,
             events: Events::with_capacity(1024),
@@ -362,7 +369,7 @@ impl Reactor {
                 shared: Box::new(shared),
                 metrics: Metrics::new(Instant::now()),
                 limits,
-                group: Arc::new(Group::new(1, max_connections)),
+                group: Arc::new(Group::new(1, max_connections, per_ip_limit)),
                 index: 0,
                 open: 0,
                 next_serial: 1,
@@ -391,6 +398,7 @@ impl Reactor {
             self.free_dead();
             self.end_turn();
             if self.shutdown_finished() {
+                self.discard_unread_input();
                 log::info!("stopped");
                 return Ok(());
             }

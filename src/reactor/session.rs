@@ -81,9 +81,11 @@ pub trait Session {
         false
     }
 
-    /// The unsent output passed the service's limit (`max_pending_output`).
-    /// The reactor has already stopped reading this connection (that is
-    /// backpressure); a service may go further and cut the client off.
+    /// The unsent output has stayed at or over the service's limit
+    /// (`max_pending_output`) for `STALL_GRACE` since the kernel refused
+    /// bytes: the client does not read. The reactor stopped reading this
+    /// connection when the limit was reached (that is backpressure); a
+    /// service may go further and cut the client off.
     fn on_output_full(&mut self, cx: &mut Cx<'_>) {
         let _ = cx;
     }
@@ -181,6 +183,13 @@ pub trait Services: Any {
     /// The limits the reactor enforces on a service's connections, read
     /// once, when the reactor is built.
     fn limits(&self, service: ServiceId) -> ServiceLimits;
+
+    /// Connections one client (an IPv4 address, an IPv6 /64) may have open
+    /// at once over all services; 0 for no limit. Read once, when the
+    /// reactor is built.
+    fn max_connections_per_ip(&self) -> usize {
+        0
+    }
 
     /// Called once per loop turn with the turn's time, for state that
     /// needs attention without any connection's event (children being

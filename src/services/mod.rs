@@ -99,6 +99,10 @@ impl Services for Shared {
         }
     }
 
+    fn max_connections_per_ip(&self) -> usize {
+        self.config.limits.max_connections_per_ip
+    }
+
     fn poll(&mut self, now: Instant) -> Option<Instant> {
         Shared::poll(self, now)
     }

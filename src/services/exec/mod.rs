@@ -32,6 +32,7 @@
 //!      │ hello sent, deadline set
 //!      v
 //!   AwaitingAuth ──wrong mac / other frame / deadline──> Closed   (a failure, logged)
+//!      │      └────any frame while the address is locked──> Closed   (throttled, not evaluated)
 //!      │
 //!      │ right mac: ok
 //!      v
@@ -91,6 +92,7 @@ pub mod program;
 pub mod reaper;
 pub mod request;
 mod shared;
+mod sys;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -229,6 +231,13 @@ impl Session {
 
     /// One whole frame header: every protocol transition starts here.
     fn on_header(&mut self, header: Header, cx: &mut Cx<'_>) {
+        // The client was locked out after this connection was accepted (by
+        // failures on its other connections): its answer is not evaluated,
+        // so holding many connections open buys no extra guesses.
+        if matches!(self.state, State::AwaitingAuth { .. }) && self.is_throttled(cx) {
+            self.refuse_throttled(cx);
+            return;
+        }
         match &mut self.state {
             // The handshake: the right MAC, or the end.
             State::AwaitingAuth { challenge, key, .. } => {
@@ -393,6 +402,10 @@ impl Session {
     /// authentication it is also a failed handshake.
     fn on_bad_frame(&mut self, e: FrameError, cx: &mut Cx<'_>) {
         if matches!(self.state, State::AwaitingAuth { .. }) {
+            if self.is_throttled(cx) {
+                self.refuse_throttled(cx);
+                return;
+            }
             self.fail_auth(&AuthFailure::NotAnAuthFrame, cx);
             return;
         }
@@ -414,6 +427,24 @@ impl Session {
     fn fail_auth(&mut self, failure: &AuthFailure, cx: &mut Cx<'_>) {
         cx.write_with(|out| failure.encode(out));
         self.count_failure(&failure.to_string(), cx);
+        self.close(cx);
+    }
+
+    /// Whether the client's address is locked out now (PROTOCOL.md §5.2).
+    fn is_throttled(&self, cx: &mut Cx<'_>) -> bool {
+        let now = cx.now();
+        self.peer
+            .is_some_and(|peer| cx.shared().throttle.is_locked(peer.ip(), now))
+    }
+
+    /// Turns a locked-out client away: the throttled error, then the close.
+    /// Not a failure of its own: nothing was evaluated.
+    fn refuse_throttled(&mut self, cx: &mut Cx<'_>) {
+        log::warn!(
+            "exec: refused {}: too many failed authentications",
+            self.who()
+        );
+        cx.write_with(handshake::encode_throttled);
         self.close(cx);
     }
 
@@ -460,12 +491,8 @@ impl super::Session for Session {
     fn on_open(&mut self, cx: &mut Cx<'_>) {
         self.peer = cx.peer_addr();
         let now = cx.now();
-        if let Some(peer) = self.peer
-            && cx.shared().throttle.is_locked(peer.ip(), now)
-        {
-            log::warn!("exec: refused {peer}: too many failed authentications");
-            cx.write_with(handshake::encode_throttled);
-            self.close(cx);
+        if self.is_throttled(cx) {
+            self.refuse_throttled(cx);
             return;
         }
         let Some(key) = cx.shared().exec.current_key() else {
