@@ -171,3 +171,5 @@ pub mod daytime;
 pub mod discard;
 pub mod echo;
 pub mod exec;
+#[cfg(test)]
+pub mod testing;
