@@ -292,3 +292,44 @@ fn a_member_too_slow_to_read_is_cut_off_alone_and_the_room_told() {
     assert_eq!(heard.lines().count(), 11, "{heard}");
     assert!(h.is_open(m[0]) && h.is_open(m[2]));
 }
+
+#[test]
+fn joining_the_room_one_is_in_is_confirmed_to_oneself_alone() {
+    let (mut h, m) = chat(2);
+    h.input(m[0], b"/join lobby\n");
+    assert_eq!(h.text(m[0]), "* guest1 joined lobby\n");
+    assert!(h.text(m[1]).is_empty());
+}
+
+#[test]
+fn msg_to_oneself_arrives_once() {
+    let (mut h, m) = chat(1);
+    h.set_wall(wall());
+    h.input(m[0], b"/msg guest1 note to self\n");
+    let line = format!(
+        "{} guest1 -> guest1: note to self\n",
+        clock::datetime(wall())
+    );
+    assert_eq!(h.text(m[0]), line);
+}
+
+#[test]
+fn lines_after_quit_in_the_same_read_are_not_served() {
+    let (mut h, m) = chat(2);
+    h.input(m[0], b"quit\nnot said\n");
+    assert_eq!(h.text(m[0]), "* bye\n");
+    assert_eq!(h.text(m[1]), "* guest1 left lobby\n");
+}
+
+#[test]
+fn join_of_a_full_room_is_refused_and_the_member_stays() {
+    let mut config = Config::default();
+    config.chat.max_room_members = 1;
+    let (mut h, m) = chat_with(config, 1);
+    h.input(m[0], b"/join rust\n");
+    h.output(m[0]);
+    let b = h.open(ServiceId::Chat);
+    h.output(b);
+    h.input(b, b"/join rust\n/who\n");
+    assert_eq!(h.text(b), "! error: room full\n* in lobby: guest2\n");
+}
