@@ -250,6 +250,12 @@ impl Harness {
         self.call_closing_as(token, CloseReason::PeerClosed, |s, cx| {
             s.on_peer_closed(&rest, cx)
         });
+        // What the session did not take stays unconsumed: it comes back
+        // through `on_input` if the session asked for it.
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.unconsumed = rest;
+        }
+        self.reoffer_if_asked(token);
     }
 
     /// Moves both clocks forward and calls `on_timer` once for every
@@ -311,7 +317,9 @@ impl Harness {
         token: usize,
         f: impl FnOnce(&mut dyn Session, &mut Cx<'_>) -> R,
     ) -> Option<R> {
-        self.call_closing_as(token, CloseReason::Requested, f)
+        let r = self.call_closing_as(token, CloseReason::Requested, f);
+        self.reoffer_if_asked(token);
+        r
     }
 
     /// Takes the output recorded for a connection so far.
@@ -444,7 +452,7 @@ impl Harness {
             if let Some(conn) = self.conns.get_mut(&to) {
                 conn.slot.rec.output_full += 1;
             }
-            self.call(to, |s, cx| s.on_output_full(cx));
+            self.call_closing_as(to, CloseReason::Requested, |s, cx| s.on_output_full(cx));
         }
     }
 
@@ -459,7 +467,9 @@ impl Harness {
                 return;
             }
             let input = std::mem::take(&mut conn.unconsumed);
-            let Some(consumed) = self.call(token, |s, cx| s.on_input(&input, cx)) else {
+            let Some(consumed) = self.call_closing_as(token, CloseReason::Requested, |s, cx| {
+                s.on_input(&input, cx)
+            }) else {
                 return;
             };
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -472,6 +482,19 @@ impl Harness {
             if !again || consumed == 0 {
                 return;
             }
+        }
+    }
+
+    /// After a callback from outside `on_input` (a source, a timer): input
+    /// the session asked to be offered again, or left unconsumed under a
+    /// hold it has now lifted, is offered, as the reactor's ready queue
+    /// would at the next turn.
+    fn reoffer_if_asked(&mut self, token: usize) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if std::mem::take(&mut conn.slot.reoffer) {
+            self.offer(token);
         }
     }
 

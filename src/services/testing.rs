@@ -25,3 +25,19 @@ pub fn shared(mut config: Config) -> Shared {
 pub fn harness(config: Config) -> Harness {
     Harness::new(shared(config))
 }
+
+/// The services' shared state for `config` with exec on, keeping its key
+/// and work directory under `data_dir` (a temporary directory).
+pub fn shared_with_exec(mut config: Config, data_dir: &std::path::Path) -> Shared {
+    config.exec.service.enabled = true;
+    config.data_dir = data_dir.to_path_buf();
+    Shared::new(config).expect("exec's key and work directory in a temporary directory")
+}
+
+/// The `Shared` a harness was built over.
+pub fn shared_of(h: &mut Harness) -> &mut Shared {
+    let services: &mut dyn std::any::Any = h.services();
+    services
+        .downcast_mut::<Shared>()
+        .expect("the harness was built over services::Shared")
+}
