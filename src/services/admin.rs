@@ -832,6 +832,9 @@ fn write_object<T>(out: &mut String, figures: &[Figure<T>], of: &T) {
 }
 
 #[cfg(test)]
+mod session_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
