@@ -100,6 +100,15 @@
 //! backpressure), `call.rs` (calling sessions, and mail), `cx.rs` (what a
 //! session may do), `close.rs` (closing and shutdown), `datagram.rs` and
 //! `trace.rs`.
+//!
+//! # Testing a session without the loop
+//!
+//! A [`Cx`] is usually a loan of the reactor's state for one callback. In
+//! test builds it can instead be backed by plain data: `testing::Harness`
+//! owns sessions, feeds them input, moves the clock, and records what they
+//! ask for (output, mail, wake-ups, holds, jobs, the close). The daemon's
+//! build has only the first backing, so it pays nothing for the second
+//! (testing.rs explains how).
 
 mod accept;
 mod call;
