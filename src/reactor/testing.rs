@@ -216,7 +216,7 @@ impl Harness {
                     reoffer: false,
                     pending: 0,
                     limit,
-                    peer: Some(SocketAddr::from(([127, 0, 0, 1], 40_000 + token as u16))),
+                    peer: Some(SocketAddr::from(([127, 0, 0, 1], peer_port(token)))),
                 },
                 unconsumed: Vec::new(),
                 wants_drained,
@@ -531,6 +531,11 @@ impl Conn {
         self.slot.pending += before;
         was_below && self.slot.pending >= self.slot.limit
     }
+}
+
+/// A distinct client port for each connection, as the kernel would give.
+fn peer_port(token: usize) -> u16 {
+    40_000 + (token % 20_000) as u16
 }
 
 /// A `Vec` as a `FileSink`, taking the copying path for files.
