@@ -562,3 +562,6 @@ impl Write for Sink<'_> {
 }
 
 impl FileSink for Sink<'_> {}
+
+// The whole module is test-only; so are its own tests.
+mod tests;
