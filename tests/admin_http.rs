@@ -339,20 +339,6 @@ fn stats_give_the_same_figures_as_json() {
 // ----- Statuses --------------------------------------------------------------
 
 #[test]
-fn an_unknown_path_is_404_and_the_connection_stays_open() {
-    let d = Daemon::start(&[]);
-    let mut admin = Client::connect(&d);
-    let r = admin.get("/nope");
-    assert_eq!(r.status, 404);
-    assert_eq!(r.header("connection"), None);
-    assert_eq!(
-        admin.get("/stats").status,
-        200,
-        "same connection, next request"
-    );
-}
-
-#[test]
 fn another_method_is_405_naming_the_allowed_ones() {
     let d = Daemon::start(&[]);
     let mut admin = Client::connect(&d);

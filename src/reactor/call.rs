@@ -177,8 +177,7 @@ pub(super) fn invoke<R>(
     let service = conn.service;
     let serial = conn.serial;
     let mut cx = Cx {
-        core,
-        sources,
+        back: super::Back::Reactor { core, sources },
         key,
         service,
         serial,

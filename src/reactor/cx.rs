@@ -9,18 +9,46 @@ use mio::{Interest, Token};
 
 use super::Services;
 use super::timers::Wake;
-use super::{Closing, Cx, Metrics, Source};
+use super::{Back, Closing, Cx, Metrics, Source};
 use crate::service_id::ServiceId;
+
+impl<'a> Cx<'a> {
+    /// A context over a test harness's data instead of a reactor's.
+    #[cfg(test)]
+    pub(super) fn for_test(
+        env: &'a mut super::testing::Env,
+        slot: &'a mut super::testing::Slot,
+        key: usize,
+        service: ServiceId,
+        serial: u64,
+    ) -> Cx<'a> {
+        Cx {
+            back: Back::Test { env, slot },
+            key,
+            service,
+            serial,
+            close: None,
+        }
+    }
+}
 
 impl Cx<'_> {
     /// The time of this loop turn.
     pub fn now(&self) -> Instant {
-        self.core.now
+        match &self.back {
+            Back::Reactor { core, .. } => core.now,
+            #[cfg(test)]
+            Back::Test { env, .. } => env.now,
+        }
     }
 
     /// The wall-clock time of this loop turn.
     pub fn wall_time(&self) -> SystemTime {
-        self.core.wall
+        match &self.back {
+            Back::Reactor { core, .. } => core.wall,
+            #[cfg(test)]
+            Back::Test { env, .. } => env.wall,
+        }
     }
 
     /// This connection's token.
@@ -39,92 +67,132 @@ impl Cx<'_> {
 
     /// The client's address, asked of the kernel (`None` on a Unix socket).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        match self.sources.get(self.key) {
-            Some(Source::Conn(c)) => c.stream.peer_addr(),
-            _ => None,
+        match &self.back {
+            Back::Reactor { sources, .. } => match sources.get(self.key) {
+                Some(Source::Conn(c)) => c.stream.peer_addr(),
+                _ => None,
+            },
+            #[cfg(test)]
+            Back::Test { slot, .. } => slot.peer,
         }
     }
 
     /// The services hosted, as the reactor knows them. Services reach
     /// their own shared state through `Cx::shared`, which is built on this.
     pub fn services(&mut self) -> &mut dyn Services {
-        self.core.shared.as_mut()
+        match &mut self.back {
+            Back::Reactor { core, .. } => core.shared.as_mut(),
+            #[cfg(test)]
+            Back::Test { env, .. } => env.services.as_mut(),
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.core.metrics
+        match &self.back {
+            Back::Reactor { core, .. } => &core.metrics,
+            #[cfg(test)]
+            Back::Test { env, .. } => &env.metrics,
+        }
     }
 
     /// Connections open over all services and every reactor.
     pub fn open_connections(&self) -> usize {
-        self.core.group.open()
+        match &self.back {
+            Back::Reactor { core, .. } => core.group.open(),
+            #[cfg(test)]
+            Back::Test { env, .. } => env.open,
+        }
     }
 
     /// Each reactor's figures, by index: this reactor's as they are now,
-    /// the others' as of the end of their latest turn. One entry when the daemon runs one
-    /// reactor.
+    /// the others' as of the end of their latest turn. One entry when the
+    /// daemon runs one reactor (and in the test harness).
     pub fn reactor_metrics(&self) -> Vec<Metrics> {
-        let mut all: Vec<Metrics> = self
-            .core
+        let core = match &self.back {
+            Back::Reactor { core, .. } => core,
+            #[cfg(test)]
+            Back::Test { env, .. } => return vec![env.metrics.clone()],
+        };
+        let mut all: Vec<Metrics> = core
             .group
             .published()
             .into_iter()
-            .map(|m| m.unwrap_or_else(|| Metrics::new(self.core.metrics.started)))
+            .map(|m| m.unwrap_or_else(|| Metrics::new(core.metrics.started)))
             .collect();
-        if let Some(own) = all.get_mut(self.core.index) {
-            *own = self.core.metrics.clone();
+        if let Some(own) = all.get_mut(core.index) {
+            *own = core.metrics.clone();
         }
         all
     }
 
     /// Whether `--trace` is on, for services that trace their own steps.
     pub fn tracing(&self) -> bool {
-        self.core.trace.on()
+        match &self.back {
+            Back::Reactor { core, .. } => core.trace.on(),
+            #[cfg(test)]
+            Back::Test { .. } => false,
+        }
     }
 
     /// Prints one `--trace` line for this connection's service, stamped
     /// like the reactor's own; formatted only when tracing is on. Call it
     /// as `cx.trace(format_args!(...))`.
     pub fn trace(&self, args: std::fmt::Arguments<'_>) {
-        if self.core.trace.on() {
-            self.core.trace.line(args);
+        if let Back::Reactor { core, .. } = &self.back
+            && core.trace.on()
+        {
+            core.trace.line(args);
         }
     }
 
     /// Queues bytes for this connection (copied).
     pub fn write(&mut self, bytes: &[u8]) {
-        self.core.staged.write(bytes);
+        self.staged().write(bytes);
     }
 
     /// Queues a shared chunk for this connection, without copying it.
     pub fn write_shared(&mut self, bytes: Bytes) {
-        self.core.staged.push_shared(bytes);
+        self.staged().push_shared(bytes);
     }
 
     /// Lets an encoder serialise straight into this connection's output.
     pub fn write_with<R>(&mut self, f: impl FnOnce(&mut bytes::BytesMut) -> R) -> R {
-        self.core.staged.append_with(f)
+        self.staged().append_with(f)
     }
 
     /// Bytes queued for this connection and not yet accepted by the kernel.
     pub fn pending_output(&self) -> usize {
-        let own = match self.sources.get(self.key) {
-            Some(Source::Conn(c)) => c.pending_output(),
-            _ => 0,
-        };
-        own + self.core.staged.len()
+        match &self.back {
+            Back::Reactor { core, sources } => {
+                let own = match sources.get(self.key) {
+                    Some(Source::Conn(c)) => c.pending_output(),
+                    _ => 0,
+                };
+                own + core.staged.len()
+            }
+            #[cfg(test)]
+            Back::Test { slot, .. } => slot.pending + slot.staged.len(),
+        }
     }
 
     /// This service's `max_pending_output`.
     pub fn output_limit(&self) -> usize {
-        self.core.limits[self.service as usize].high_water
+        match &self.back {
+            Back::Reactor { core, .. } => core.limits[self.service as usize].high_water,
+            #[cfg(test)]
+            Back::Test { slot, .. } => slot.limit,
+        }
     }
 
     /// Queues a shared chunk for another connection, identified by token
     /// and serial. Delivered when this callback returns; silently dropped
     /// if that connection is gone or closing by then.
     pub fn send_to(&mut self, token: usize, serial: u64, bytes: Bytes) {
-        self.core.mail.push((token, serial, bytes));
+        match &mut self.back {
+            Back::Reactor { core, .. } => core.mail.push((token, serial, bytes)),
+            #[cfg(test)]
+            Back::Test { env, .. } => env.mail.push((token, serial, bytes)),
+        }
     }
 
     /// Ends the connection after the pending output is flushed (FIN, not RST).
@@ -145,15 +213,26 @@ impl Cx<'_> {
     /// not left waiting for bytes it will never send.
     pub fn hold_input(&mut self, hold: bool) {
         let key = self.key;
-        if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
-            let was = c.held;
-            c.held = hold;
-            if was && !hold {
-                c.reoffer = true;
-                if !c.queued {
-                    c.queued = true;
-                    self.core.ready.push_back(key);
+        match &mut self.back {
+            Back::Reactor { core, sources } => {
+                if let Some(Source::Conn(c)) = sources.get_mut(key) {
+                    let was = c.held;
+                    c.held = hold;
+                    if was && !hold {
+                        c.reoffer = true;
+                        if !c.queued {
+                            c.queued = true;
+                            core.ready.push_back(key);
+                        }
+                    }
                 }
+            }
+            #[cfg(test)]
+            Back::Test { slot, .. } => {
+                if slot.rec.held && !hold {
+                    slot.reoffer = true;
+                }
+                slot.rec.held = hold;
             }
         }
     }
@@ -168,12 +247,18 @@ impl Cx<'_> {
     /// bytes every turn.
     pub fn offer_input_again(&mut self) {
         let key = self.key;
-        if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
-            c.reoffer = true;
-            if !c.queued {
-                c.queued = true;
-                self.core.ready.push_back(key);
+        match &mut self.back {
+            Back::Reactor { core, sources } => {
+                if let Some(Source::Conn(c)) = sources.get_mut(key) {
+                    c.reoffer = true;
+                    if !c.queued {
+                        c.queued = true;
+                        core.ready.push_back(key);
+                    }
+                }
             }
+            #[cfg(test)]
+            Back::Test { slot, .. } => slot.reoffer = true,
         }
     }
 
@@ -181,7 +266,11 @@ impl Cx<'_> {
     /// the deadline moves earlier: wake-ups are not cancelled, and a stale
     /// one simply finds nothing due.
     pub fn set_timer(&mut self, at: Instant) {
-        self.core.timers.schedule(at, self.key, Wake::Session);
+        match &mut self.back {
+            Back::Reactor { core, .. } => core.timers.schedule(at, self.key, Wake::Session),
+            #[cfg(test)]
+            Back::Test { slot, .. } => slot.rec.timers.push(at),
+        }
     }
 
     /// Registers a source this connection owns (a pipe, a pidfd): its
@@ -192,30 +281,59 @@ impl Cx<'_> {
         source: &mut dyn mio::event::Source,
         interest: Interest,
     ) -> io::Result<usize> {
-        let entry = self.sources.vacant_entry();
-        let token = entry.key();
-        self.core
-            .registry
-            .register(source, Token(token), interest)?;
-        entry.insert(Source::Owned {
-            owner: self.key,
-            serial: self.serial,
-        });
-        if let Some(Source::Conn(c)) = self.sources.get_mut(self.key) {
-            c.owned_sources = c.owned_sources.saturating_add(1);
+        match &mut self.back {
+            Back::Reactor { core, sources } => {
+                let entry = sources.vacant_entry();
+                let token = entry.key();
+                core.registry.register(source, Token(token), interest)?;
+                entry.insert(Source::Owned {
+                    owner: self.key,
+                    serial: self.serial,
+                });
+                if let Some(Source::Conn(c)) = sources.get_mut(self.key) {
+                    c.owned_sources = c.owned_sources.saturating_add(1);
+                }
+                Ok(token)
+            }
+            // A test has no poll: the source is counted, and its events
+            // are whatever the test delivers with that token.
+            #[cfg(test)]
+            Back::Test { env, slot } => {
+                let _ = (source, interest);
+                env.next_source += 1;
+                slot.rec.registered += 1;
+                Ok(env.next_source)
+            }
         }
-        Ok(token)
     }
 
     /// Deregisters a source registered with [`Cx::register`].
     pub fn deregister(&mut self, source: &mut dyn mio::event::Source, token: usize) {
-        let _ = self.core.registry.deregister(source);
-        if let Some(entry @ Source::Owned { .. }) = self.sources.get_mut(token) {
-            *entry = Source::Vacated;
-            self.core.dead.push(token);
+        match &mut self.back {
+            Back::Reactor { core, sources } => {
+                let _ = core.registry.deregister(source);
+                if let Some(entry @ Source::Owned { .. }) = sources.get_mut(token) {
+                    *entry = Source::Vacated;
+                    core.dead.push(token);
+                }
+                if let Some(Source::Conn(c)) = sources.get_mut(self.key) {
+                    c.owned_sources = c.owned_sources.saturating_sub(1);
+                }
+            }
+            #[cfg(test)]
+            Back::Test { slot, .. } => {
+                let _ = (source, token);
+                slot.rec.registered = slot.rec.registered.saturating_sub(1);
+            }
         }
-        if let Some(Source::Conn(c)) = self.sources.get_mut(self.key) {
-            c.owned_sources = c.owned_sources.saturating_sub(1);
+    }
+
+    /// Where this callback's output is staged.
+    pub(super) fn staged(&mut self) -> &mut super::Outbox {
+        match &mut self.back {
+            Back::Reactor { core, .. } => &mut core.staged,
+            #[cfg(test)]
+            Back::Test { slot, .. } => &mut slot.staged,
         }
     }
 }

@@ -100,6 +100,15 @@
 //! backpressure), `call.rs` (calling sessions, and mail), `cx.rs` (what a
 //! session may do), `close.rs` (closing and shutdown), `datagram.rs` and
 //! `trace.rs`.
+//!
+//! # Testing a session without the loop
+//!
+//! A [`Cx`] is usually a loan of the reactor's state for one callback. In
+//! test builds it can instead be backed by plain data: `testing::Harness`
+//! owns sessions, feeds them input, moves the clock, and records what they
+//! ask for (output, mail, wake-ups, holds, jobs, the close). The daemon's
+//! build has only the first backing, so it pays nothing for the second
+//! (testing.rs explains how).
 
 mod accept;
 mod call;
@@ -119,6 +128,8 @@ mod read;
 mod seam_tests;
 mod sendfile;
 mod session;
+#[cfg(test)]
+pub mod testing;
 mod timers;
 mod trace;
 mod write;
@@ -435,12 +446,30 @@ enum Closing {
 /// output, the shared state, the clock, timers, and the other connections
 /// (by token, through the mailbox).
 pub struct Cx<'a> {
-    core: &'a mut Core,
-    sources: &'a mut Slab<Source>,
+    /// Where the context's state lives: the reactor's, or a test's.
+    back: Back<'a>,
     key: usize,
     service: ServiceId,
     serial: u64,
     close: Option<Closing>,
+}
+
+/// What a [`Cx`] is backed by, chosen when it is built. In the daemon
+/// this enum has one variant, so matching on it costs nothing; test builds
+/// add a second, plain-data store (testing.rs), so sessions can be driven
+/// without a reactor.
+enum Back<'a> {
+    /// Inside a loop turn: the reactor's state, lent for one callback.
+    Reactor {
+        core: &'a mut Core,
+        sources: &'a mut Slab<Source>,
+    },
+    /// In a unit test: the harness's data, which records what is asked.
+    #[cfg(test)]
+    Test {
+        env: &'a mut testing::Env,
+        slot: &'a mut testing::Slot,
+    },
 }
 
 #[cfg(test)]

@@ -443,7 +443,20 @@ impl Cx<'_> {
     /// `on_output_drained` comes when it is nearly done. If the file turns
     /// out shorter than promised, the connection is ended at once.
     pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
-        self.core.staged.push_file(file, offset, len);
+        match &mut self.back {
+            super::Back::Reactor { core, .. } => core.staged.push_file(file, offset, len),
+            // A test records the range, and where it falls in the output.
+            #[cfg(test)]
+            super::Back::Test { slot, .. } => {
+                let at = slot.rec.output.len() + slot.staged.len();
+                slot.rec.files.push(super::testing::SentFile {
+                    file,
+                    offset,
+                    len,
+                    at,
+                });
+            }
+        }
     }
 }
 

@@ -132,4 +132,40 @@ mod tests {
         assert_eq!(line(94)[0], b' ');
         assert_eq!(line(95), line(0));
     }
+
+    // ----- A session, through the test harness --------------------------
+
+    use crate::config::Config;
+    use crate::service_id::ServiceId;
+    use crate::services::testing::harness;
+
+    /// Lines `from..to` of the stream, concatenated.
+    fn lines(from: usize, to: usize) -> Vec<u8> {
+        (from..to).flat_map(line).collect()
+    }
+
+    #[test]
+    fn a_batch_is_written_on_open_and_another_each_time_output_drains() {
+        let mut h = harness(Config::default());
+        let c = h.open(ServiceId::Chargen);
+        assert_eq!(h.output(c), lines(0, BATCH_LINES));
+        h.drain(c);
+        assert_eq!(h.output(c), lines(BATCH_LINES, 2 * BATCH_LINES));
+        h.drain(c);
+        assert_eq!(h.output(c), lines(2 * BATCH_LINES, 3 * BATCH_LINES));
+    }
+
+    #[test]
+    fn input_is_thrown_away_and_a_half_close_does_not_stop_the_stream() {
+        let mut h = harness(Config::default());
+        let c = h.open(ServiceId::Chargen);
+        h.output(c);
+        h.input(c, b"ignored\n");
+        assert!(h.output(c).is_empty());
+        assert!(h.unconsumed(c).is_empty());
+        h.peer_closed(c);
+        assert!(h.is_open(c));
+        h.drain(c);
+        assert_eq!(h.output(c), lines(BATCH_LINES, 2 * BATCH_LINES));
+    }
 }

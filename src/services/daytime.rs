@@ -158,4 +158,21 @@ mod tests {
         assert_eq!(&date[2..3], "/");
         assert_eq!(&time[2..3], ":");
     }
+
+    // ----- A session, through the test harness --------------------------
+
+    #[test]
+    fn a_connection_gets_the_time_then_a_graceful_close() {
+        use crate::config::Config;
+        use crate::service_id::ServiceId;
+        use crate::services::testing::{Ending, harness};
+
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let mut h = harness(Config::default());
+        h.set_wall(wall);
+        let c = h.open(ServiceId::Daytime);
+        assert_eq!(h.text(c), format!("{}\n", clock::datetime(wall)));
+        assert_eq!(h.recorded(c).ending, Some(Ending::Closed));
+        assert!(!h.is_open(c));
+    }
 }

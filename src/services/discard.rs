@@ -22,3 +22,23 @@ impl super::Session for Session {
         input.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::service_id::ServiceId;
+    use crate::services::testing::{Ending, harness};
+
+    #[test]
+    fn discard_takes_every_byte_and_never_answers() {
+        let mut h = harness(Config::default());
+        let c = h.open(ServiceId::Discard);
+        h.input(c, b"anything\n");
+        h.input(c, &[0u8; 70_000]);
+        assert!(h.unconsumed(c).is_empty());
+        assert!(h.output(c).is_empty());
+        h.peer_closed(c);
+        assert!(h.output(c).is_empty());
+        assert_eq!(h.recorded(c).ending, Some(Ending::Closed));
+    }
+}

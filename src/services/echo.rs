@@ -162,3 +162,120 @@ fn write_stamp(cx: &mut Cx<'_>) {
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::service_id::ServiceId;
+    use crate::services::testing::{Ending, Harness, harness};
+
+    fn echo(mode: EchoMode) -> (Harness, usize) {
+        let mut config = Config::default();
+        config.echo.mode = mode;
+        let mut h = harness(config);
+        let c = h.open(ServiceId::Echo);
+        (h, c)
+    }
+
+    /// The prefix of a line stamped at [`UNIX_WALL`].
+    fn stamp() -> String {
+        format!("[{}] ", clock::ctime(UNIX_WALL))
+    }
+
+    /// The wall time the stamp tests set.
+    const UNIX_WALL: std::time::SystemTime = std::time::SystemTime::UNIX_EPOCH;
+
+    // ----- mode echo ----------------------------------------------------
+
+    #[test]
+    fn echo_sends_every_byte_back_as_it_comes() {
+        let (mut h, c) = echo(EchoMode::Echo);
+        h.input(c, b"hel");
+        assert_eq!(h.output(c), b"hel");
+        h.input(c, b"lo\n\x00\xff");
+        assert_eq!(h.output(c), b"lo\n\x00\xff");
+        assert!(h.unconsumed(c).is_empty());
+    }
+
+    #[test]
+    fn echo_closes_gracefully_when_the_client_does() {
+        let (mut h, c) = echo(EchoMode::Echo);
+        h.input(c, b"x");
+        h.peer_closed(c);
+        assert_eq!(h.output(c), b"x");
+        assert_eq!(h.recorded(c).ending, Some(Ending::Closed));
+        assert!(!h.is_open(c));
+    }
+
+    // ----- mode upper ---------------------------------------------------
+
+    #[test]
+    fn upper_changes_ascii_letters_only() {
+        let (mut h, c) = echo(EchoMode::Upper);
+        h.input(c, "Hello, World é\n".as_bytes());
+        assert_eq!(h.output(c), "HELLO, WORLD é\n".as_bytes());
+    }
+
+    // ----- mode stamp ---------------------------------------------------
+
+    #[test]
+    fn stamp_prefixes_each_line_with_the_wall_time() {
+        let (mut h, c) = echo(EchoMode::Stamp);
+        h.set_wall(UNIX_WALL);
+        h.input(c, b"one\ntwo\n");
+        let stamp = stamp();
+        assert_eq!(h.text(c), format!("{stamp}one\n{stamp}two\n"));
+    }
+
+    #[test]
+    fn stamp_keeps_a_partial_line_until_its_newline() {
+        let (mut h, c) = echo(EchoMode::Stamp);
+        h.set_wall(UNIX_WALL);
+        h.input(c, b"hel");
+        assert!(h.output(c).is_empty());
+        assert_eq!(h.unconsumed(c), b"hel");
+        h.input(c, b"lo\nwor");
+        assert_eq!(h.text(c), format!("{}hello\n", stamp()));
+        assert_eq!(h.unconsumed(c), b"wor");
+    }
+
+    #[test]
+    fn stamp_sends_a_last_line_without_newline_when_the_client_closes() {
+        let (mut h, c) = echo(EchoMode::Stamp);
+        h.set_wall(UNIX_WALL);
+        h.input(c, b"a\nlast");
+        h.peer_closed(c);
+        let stamp = stamp();
+        assert_eq!(h.text(c), format!("{stamp}a\n{stamp}last"));
+        assert_eq!(h.recorded(c).ending, Some(Ending::Closed));
+    }
+
+    #[test]
+    fn stamp_sends_a_line_longer_than_max_line_in_parts_with_one_stamp() {
+        let (mut h, c) = echo(EchoMode::Stamp);
+        h.set_wall(UNIX_WALL);
+        let long = vec![b'x'; MAX_LINE];
+        h.input(c, &long);
+        let stamp = stamp();
+        let out = h.output(c);
+        assert_eq!(out.len(), stamp.len() + MAX_LINE);
+        assert!(out.starts_with(stamp.as_bytes()));
+        h.input(c, b"yy\nz\n");
+        assert_eq!(h.text(c), format!("yy\n{stamp}z\n"));
+    }
+
+    #[test]
+    fn stamp_gives_the_same_output_however_the_input_is_split() {
+        let input = b"first line\nsecond\n\nthird\n";
+        let mut whole = None;
+        for cut in 0..input.len() {
+            let (mut h, c) = echo(EchoMode::Stamp);
+            h.set_wall(UNIX_WALL);
+            h.input(c, &input[..cut]);
+            h.input(c, &input[cut..]);
+            let out = h.output(c);
+            assert_eq!(*whole.get_or_insert_with(|| out.clone()), out, "cut {cut}");
+        }
+    }
+}

@@ -7,8 +7,10 @@
 //! session never sees it. It is handed the bytes that arrived and answers by
 //! writing into its context ([`Cx`]), which the reactor then flushes. Time
 //! comes in as `cx.now()`, read once per loop turn. So a session is plain
-//! code over bytes, testable without a network, and the reactor alone
-//! decides when to read, when to write and when to stop reading.
+//! code over bytes, testable without a network (`testing`, in test builds:
+//! a harness that drives sessions over a `Shared` built from a `Config`),
+//! and the reactor alone decides when to read, when to write and when to
+//! stop reading.
 //!
 //! What services share (chat rooms, the exec key, the running-program
 //! count) lives in [`Shared`], reached through `cx.shared()`, and
@@ -179,3 +181,5 @@ pub mod discard;
 pub mod echo;
 pub mod exec;
 pub mod files;
+#[cfg(test)]
+pub mod testing;

@@ -379,6 +379,9 @@ pub fn respond(request: &Request, figures: &Figures<'_>) -> Response {
 }
 
 #[cfg(test)]
+mod session_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use bytes::BytesMut;

@@ -189,6 +189,8 @@
 mod commands;
 mod line;
 mod rooms;
+#[cfg(test)]
+mod session_tests;
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;

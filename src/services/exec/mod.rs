@@ -91,6 +91,9 @@
 pub mod program;
 pub mod reaper;
 pub mod request;
+pub mod running;
+#[cfg(test)]
+mod session_tests;
 mod shared;
 mod sys;
 
@@ -103,8 +106,9 @@ use super::{CloseReason, Cx, SourceEvent};
 use crate::auth::handshake::{self, AuthFailure};
 use crate::auth::{Challenge, Key};
 use crate::codec::frame::{self, FrameDecoder, FrameError, Header, Item};
-use program::{Launch, Program, STDIN_BACKLOG};
+use program::{Launch, STDIN_BACKLOG};
 use request::{Refusal, Request, RequestError};
+use running::{Launcher, RunningProgram, Spawner};
 pub use shared::ExecShared;
 
 /// One exec connection.
@@ -124,6 +128,9 @@ pub struct Session {
     /// The client's address, for throttling and logs; `None` on a Unix
     /// socket.
     peer: Option<SocketAddr>,
+    /// What starts programs: the daemon's forks ([`Spawner`]); a unit
+    /// test's runs plain data (running.rs).
+    launcher: Box<dyn Launcher>,
 }
 
 /// Where the connection stands in the protocol.
@@ -141,7 +148,7 @@ enum State {
     /// before it read the exit frame) and are dropped without an error.
     Ready { after_exit: bool },
     /// A program runs; its `exit` frame has not been sent.
-    Running(Box<Program>),
+    Running(Box<dyn RunningProgram>),
     /// An error frame was sent, or the connection is ending: nothing more
     /// is read or run. (Also the state before `on_open`.)
     Closed,
@@ -159,6 +166,11 @@ enum Payload {
 
 impl Session {
     pub fn new(max_header: usize) -> Session {
+        Session::with_launcher(max_header, Box::new(Spawner))
+    }
+
+    /// A session whose programs are started by `launcher`.
+    pub fn with_launcher(max_header: usize, launcher: Box<dyn Launcher>) -> Session {
         Session {
             state: State::Closed,
             decoder: FrameDecoder::new(max_header),
@@ -166,6 +178,7 @@ impl Session {
             payload: Payload::Discard,
             holding: false,
             peer: None,
+            launcher,
         }
     }
 
@@ -334,7 +347,7 @@ impl Session {
             ),
             kill_grace: Duration::from_millis(config.kill_grace_ms),
         };
-        match Program::spawn(&launch, cx) {
+        match self.launcher.launch(&launch, cx) {
             Ok(mut program) => {
                 cx.shared().exec.program_started();
                 log::info!(
@@ -346,7 +359,7 @@ impl Session {
                 cx.write_with(|out| request::encode_started(program.pid(), out));
                 // Output may already be waiting in the pipes.
                 program.pump_output(cx);
-                self.state = State::Running(Box::new(program));
+                self.state = State::Running(program);
             }
             Err((refusal, dying)) => {
                 log::warn!("exec: {}: {refusal}", self.who());
