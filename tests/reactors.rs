@@ -199,6 +199,10 @@ fn sigterm_closes_connections_on_every_reactor_with_fin_and_exits_zero() {
         TcpStream::connect(d.tcp("echo")).is_err(),
         "listeners are gone"
     );
+    let log = d.stderr();
+    for i in 0..2 {
+        assert!(log.contains(&format!("stopped (reactor {i})")), "{log}");
+    }
 }
 
 #[test]

@@ -176,7 +176,11 @@ impl Reactor {
         if self.core.shutdown.is_some() {
             return;
         }
-        log::info!("shutting down: closing {} connection(s)", self.core.open);
+        log::info!(
+            "shutting down{}: closing {} connection(s)",
+            self.core.naming(),
+            self.core.open
+        );
         self.core.shutdown = Some(Instant::now());
         self.cancel_jobs();
         let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();

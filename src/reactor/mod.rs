@@ -410,7 +410,7 @@ impl Reactor {
             self.end_turn();
             if self.shutdown_finished() {
                 self.discard_unread_input();
-                log::info!("stopped");
+                log::info!("stopped{}", self.core.naming());
                 return Ok(());
             }
         }
@@ -430,6 +430,18 @@ impl Reactor {
     /// The counters, for tests that drive a reactor directly.
     pub fn metrics(&self) -> &Metrics {
         &self.core.metrics
+    }
+}
+
+impl Core {
+    /// `" (reactor <i>)"` for log lines when the daemon runs several
+    /// reactors, so each one's shutdown can be told apart; empty with one.
+    fn naming(&self) -> String {
+        if self.group.reactors() > 1 {
+            format!(" (reactor {})", self.index)
+        } else {
+            String::new()
+        }
     }
 }
 
