@@ -418,7 +418,7 @@ fn bind_all(config: &Config, spread: bool) -> Result<(Vec<Bound>, Vec<Listening>
                     let mut derived = config.clone();
                     derived.service_mut(id).listen = None;
                     if let Ok(ListenAddr::Inet(addr)) = derived.listen_addr(id) {
-                        let udp = mio::net::UdpSocket::bind(addr)
+                        let udp = bind_udp(addr, spread && spreads(id))
                             .map_err(|e| format!("cannot listen for {id} on udp {addr}: {e}"))?;
                         let local = udp.local_addr().map_err(|e| e.to_string())?;
                         listening.push(inet(id, "udp", local));

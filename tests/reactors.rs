@@ -358,3 +358,25 @@ fn the_per_client_cap_counts_connections_on_every_reactor() {
         echoes(&mut s)
     }));
 }
+
+#[test]
+fn a_service_on_a_unix_socket_keeps_its_udp_side_spread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let listen = format!("echo=unix:{}", path.display());
+    let d = two_reactors(&["--listen", &listen]);
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"over unix").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut s).unwrap(), b"over unix");
+    for i in 0..8 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(PATIENCE)).unwrap();
+        u.send_to(format!("d{i}").as_bytes(), d.udp("echo"))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let (n, _) = u.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], format!("d{i}").as_bytes());
+    }
+}
