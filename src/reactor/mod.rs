@@ -166,6 +166,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const LINGER_ON_SHUTDOWN: Duration = Duration::from_secs(1);
 /// How often the loop wakes, during shutdown, to see whether it is over.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
+/// A turn longer than this is logged unless `Reactor::set_slow_turn` says
+/// otherwise; the same as the default of `limits.slow_turn_ms`.
+const DEFAULT_SLOW_TURN: Duration = Duration::from_millis(50);
 /// Retry delay for a listener paused by descriptor exhaustion.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -267,6 +270,11 @@ struct Core {
     shared_wake: Option<Instant>,
     /// Set when SIGINT/SIGTERM arrived: when closing began.
     shutdown: Option<Instant>,
+    /// What this turn did, for the line a slow turn logs; reset each turn.
+    turn: metrics::TurnTally,
+    /// A turn longer than this is logged with its tally
+    /// (`limits.slow_turn_ms`; `Reactor::set_slow_turn`).
+    slow_turn: Duration,
 }
 
 impl Reactor {
@@ -363,6 +371,8 @@ impl Reactor {
                 trace: Tracer::new(trace),
                 shared_wake: None,
                 shutdown: None,
+                turn: metrics::TurnTally::default(),
+                slow_turn: DEFAULT_SLOW_TURN,
             },
         })
     }
@@ -387,6 +397,12 @@ impl Reactor {
                 return Ok(());
             }
         }
+    }
+
+    /// Sets how long a turn may take before it is logged as slow, with what
+    /// it did (`limits.slow_turn_ms`).
+    pub fn set_slow_turn(&mut self, limit: Duration) {
+        self.core.slow_turn = limit;
     }
 
     /// The counters, for tests that drive a reactor directly.
