@@ -7,13 +7,16 @@
 # Run (release): cargo build --release --bin socketlab --example exec_bench
 #                sh benches/turns.sh [RUNS]
 #
+# SOCKETLAB and EXEC_BENCH name other builds to measure (exec_bench runs
+# the socketlab found one directory above its own).
+#
 # Each line: the load, the longest turn, how many turns took over 10 ms
 # (from the turn histogram in /stats), and the 1-minute load average when
 # the run ended, since the machine may be shared.
 set -eu
 runs=${1:-3}
-bin=target/release/socketlab
-example=target/release/examples/exec_bench
+bin=${SOCKETLAB:-target/release/socketlab}
+example=${EXEC_BENCH:-target/release/examples/exec_bench}
 dir=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 
