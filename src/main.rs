@@ -39,8 +39,11 @@ enum Command {
     Chat(client::chat::Args),
     /// Run a program on the daemon, like `ssh host cmd`.
     Exec(client::exec::Args),
+    /// Upload, download and manage files on the files service, or open its shell.
+    Files(client::files::Args),
     /// Show or rotate the exec service's shared key.
     Key(auth::Args),
+    User(auth::user_cli::Args),
     /// Narrated experiments that show how non-blocking IO behaves.
     Demo(demo::Args),
     /// Load generator: echo, connections, chat fan-out, UDP.
@@ -83,7 +86,9 @@ fn main() -> ExitCode {
         Command::Daytime(args) => client::daytime::run(args),
         Command::Chat(args) => client::chat::run(args),
         Command::Exec(args) => client::exec::run(args),
+        Command::Files(args) => client::files::run(args),
         Command::Key(args) => auth::run(args),
+        Command::User(args) => auth::user_cli::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => loadgen::run(args),
     }

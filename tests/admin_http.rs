@@ -421,6 +421,56 @@ fn the_connection_limit_turns_clients_away_with_503() {
     assert_eq!(v["services"]["admin"]["connections_open"], 1);
 }
 
+/// Slowloris: a head sent a byte at a time, each byte soon enough to keep
+/// the connection from being idle, is cut off at `admin.header_timeout_s`.
+#[test]
+fn a_head_dripped_past_the_header_timeout_gets_408_and_a_close() {
+    let d = Daemon::start(&[
+        "--set",
+        "admin.header_timeout_s=1",
+        "--set",
+        "admin.idle_timeout_s=1",
+    ]);
+    let started = std::time::Instant::now();
+    let mut admin = Client::connect(&d);
+    admin.send(b"GET /stats HTTP/1.1\r\nHost: test\r\nX-Drip: ");
+    admin
+        .stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    // Drip one byte per read timeout until the daemon answers; bounded by
+    // the patience of every test.
+    let mut answer = Vec::new();
+    while started.elapsed() < PATIENCE {
+        let mut chunk = [0u8; 4096];
+        match admin.stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = admin.stream.write_all(b"a");
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn a_client_that_says_nothing_gets_408_after_the_header_timeout() {
+    let d = Daemon::start(&["--set", "admin.header_timeout_s=1"]);
+    let mut admin = Client::connect(&d);
+    let r = admin.response(false);
+    assert_eq!(r.status, 408);
+    assert_eq!(r.header("connection"), Some("close"));
+    admin.expect_eof();
+}
+
 // ----- Persistent connections --------------------------------------------------
 
 #[test]

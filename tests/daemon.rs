@@ -213,6 +213,57 @@ fn connections_over_the_global_limit_are_accepted_and_closed_at_once() {
     assert!(closed_at_once(&mut c));
 }
 
+#[test]
+fn connections_over_the_per_ip_cap_are_turned_away_like_at_other_limits() {
+    let d = Daemon::start(&["--set", "limits.max_connections_per_ip=2"]);
+    // The cap counts one client's connections over every service.
+    let mut a = d.connect("echo");
+    let mut chat = d.connect("chat");
+    assert!(echoes(&mut a));
+    assert!(read_line(&mut chat).starts_with("* welcome "));
+
+    let mut over = d.connect("echo");
+    assert!(closed_at_once(&mut over), "echo: closed without a word");
+    let mut over = d.connect("chat");
+    assert_eq!(read_line(&mut over), "! error: too many connections\n");
+    assert_eq!(read_to_end(&mut over).unwrap(), b"");
+    let mut over = d.connect("admin");
+    let answer = String::from_utf8(read_to_end(&mut over).unwrap()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    let mut over = d.connect("exec");
+    let frame = read_to_end(&mut over).unwrap();
+    assert!(
+        String::from_utf8_lossy(&frame).contains(r#""code":"busy""#),
+        "{frame:?}"
+    );
+
+    // A connection that ends makes room for one more.
+    drop(a);
+    assert!(wait_until(|| {
+        let mut s = d.connect("echo");
+        echoes(&mut s)
+    }));
+}
+
+#[test]
+fn the_per_ip_cap_counts_ipv6_clients_too() {
+    let d = Daemon::start(&["--bind", "::1", "--set", "limits.max_connections_per_ip=1"]);
+    assert!(d.tcp("echo").is_ipv6());
+    let mut a = d.connect("echo");
+    assert!(echoes(&mut a));
+    let mut over = d.connect("echo");
+    assert!(closed_at_once(&mut over));
+}
+
+#[test]
+fn the_per_ip_cap_is_off_by_default() {
+    let d = Daemon::start(&[]);
+    let mut held: Vec<TcpStream> = (0..40).map(|_| d.connect("echo")).collect();
+    for s in &mut held {
+        assert!(echoes(s));
+    }
+}
+
 // ----- Descriptor exhaustion ------------------------------------------------
 
 #[test]

@@ -223,6 +223,60 @@ fn a_handshake_timeout_counts_as_a_failure() {
     assert_eq!(expect_error(&mut s)["code"], "throttled");
 }
 
+/// Connections opened before any failure used to get a guess each: the
+/// lock was checked only when a connection was accepted. Now it is checked
+/// again when the mac arrives, so however many connections a client holds
+/// open, at most `auth.max_failures` of its macs are ever evaluated.
+#[test]
+fn pre_opened_connections_get_at_most_max_failures_guesses() {
+    const OPENED: usize = 50;
+    const MAX_FAILURES: usize = 5;
+    let d = Daemon::start(&[
+        "--set",
+        &format!("auth.max_failures={MAX_FAILURES}"),
+        "--set",
+        "auth.lockout_s=60",
+    ]);
+    let opened: Vec<_> = (0..OPENED).map(|_| hello(&d)).collect();
+    let (mut evaluated, mut throttled) = (0, 0);
+    for (mut s, challenge) in opened {
+        send(
+            &mut s,
+            &json!({"type": "auth", "mac": mac_hex(&[7; 32], &challenge)}),
+        );
+        let e = expect_error(&mut s);
+        if e == json!({"type": "error", "error": "authentication failed"}) {
+            evaluated += 1;
+        } else {
+            assert_eq!(
+                e,
+                json!({"type": "error", "code": "throttled", "error": "too many failed attempts; retry later"})
+            );
+            throttled += 1;
+        }
+        expect_closed(&mut s);
+    }
+    assert_eq!(evaluated, MAX_FAILURES, "macs evaluated");
+    assert_eq!(throttled, OPENED - MAX_FAILURES, "macs turned away unread");
+}
+
+/// IPv6 clients are counted by their /64; through the daemon that is
+/// visible on `::1` alone: its failures lock it out like an IPv4 address.
+#[test]
+fn an_ipv6_client_is_locked_out_too() {
+    let d = Daemon::start(&["--bind", "::1", "--set", "auth.max_failures=1"]);
+    assert!(d.tcp("exec").is_ipv6());
+    let (mut s, challenge) = hello(&d);
+    send(
+        &mut s,
+        &json!({"type": "auth", "mac": mac_hex(&[9; 32], &challenge)}),
+    );
+    assert_eq!(expect_error(&mut s)["error"], "authentication failed");
+    let mut s = d.connect("exec");
+    assert_eq!(expect_error(&mut s)["code"], "throttled");
+    expect_closed(&mut s);
+}
+
 #[test]
 fn max_failures_zero_turns_throttling_off() {
     let d = Daemon::start(&["--set", "auth.max_failures=0"]);

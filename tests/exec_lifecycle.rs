@@ -24,6 +24,78 @@ fn a_client_that_disconnects_leaves_no_program_behind() {
     assert!(wait_until(|| is_gone(pid)), "pid {pid} is still there");
 }
 
+/// The pids of live processes (not zombies) whose command line is exactly
+/// `argv`.
+fn live_processes_running(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The state follows the command name in parentheses: `Z` = zombie.
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if cmdline == wanted && !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A program can leave its process group (`setsid`), and signals to the
+/// group then miss it; the daemon's per-program cgroup still reaches it.
+/// Where the daemon may not create cgroups this is not guaranteed (see
+/// docs/security.md), and the test says so rather than fail.
+#[test]
+fn a_grandchild_that_left_the_process_group_dies_with_the_session() {
+    let d = Daemon::start(&["--set", "exec.kill_grace_ms=300"]);
+    // A duration no other process on the machine sleeps for.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let escaped = format!("1004.{}{nanos}", std::process::id());
+    let mut s = login(&d);
+    start(
+        &mut s,
+        argv(&[
+            "sh",
+            "-c",
+            &format!("setsid sleep {escaped} & echo started; sleep 1005"),
+        ]),
+    );
+    let (frame, payload) = recv_with_payload(&mut s);
+    assert_eq!(
+        (frame["type"].as_str(), &payload[..]),
+        (Some("stdout"), &b"started\n"[..])
+    );
+    assert!(
+        wait_until(|| !live_processes_running(&["sleep", &escaped]).is_empty()),
+        "the escaped sleep never started"
+    );
+    drop(s);
+    if d.stderr().contains("no cgroup") {
+        eprintln!("skipped: the daemon may not create cgroups here");
+        return;
+    }
+    assert!(
+        wait_until(|| live_processes_running(&["sleep", &escaped]).is_empty()),
+        "sleep {escaped} outlived its session:\n{}",
+        d.stderr()
+    );
+}
+
 #[test]
 fn half_closing_the_connection_is_a_disconnect() {
     let d = Daemon::start(&[]);

@@ -28,6 +28,8 @@
 //! - [`handshake`]: the hello, auth, ok and error frames, exactly as sent.
 //! - [`scram`]: the files login's SCRAM-SHA-256 computations.
 //! - [`throttle`]: locking out addresses after repeated failures.
+//! - [`users`]: the files service's user store.
+//! - [`user_cli`]: `socketlab user add|passwd|del|list`.
 //! - [`run`]: `socketlab key show|rotate`.
 
 pub mod challenge;
@@ -35,6 +37,8 @@ pub mod handshake;
 pub mod key;
 pub mod scram;
 pub mod throttle;
+pub mod user_cli;
+pub mod users;
 
 use std::io;
 use std::path::PathBuf;

@@ -3,9 +3,20 @@
 //! A shared key of 256 bits cannot be guessed, but a daemon should still not
 //! let one address try keys (or files passwords) as fast as it can connect.
 //! The rule, for exec and files alike: after `max_failures` failed
-//! handshakes from one IP address within 60 s, new connections from that
-//! address are refused, until `lockout` has passed since its last failure.
-//! `max_failures = 0` turns throttling off.
+//! handshakes from one client within 60 s, new connections from that
+//! client are refused, until `lockout` has passed since its last failure.
+//! `max_failures = 0` turns throttling off. A client is an IPv4 address or
+//! an IPv6 /64 ([`address_group`] says why).
+//!
+//! # Checked twice: at accept and at the proof
+//!
+//! Checking only when a connection is accepted is not enough. A client
+//! that opens 200 connections first, and only then answers each challenge
+//! wrongly, had all 200 connections accepted while it was not locked, and
+//! would get 200 guesses. So the services ask again when the answer (the
+//! exec mac, the files proof) arrives, and a locked client's answer is
+//! turned away with the throttled error without being evaluated. Both
+//! checks are one hash lookup.
 //!
 //! # How the rule is kept
 //!
@@ -23,9 +34,9 @@
 //!
 //! # Bounded memory
 //!
-//! Every address that fails once costs an entry, and an attacker may have
-//! many addresses (an IPv6 /64 holds 2^64). So the table is kept small in
-//! two ways:
+//! Every client that fails once costs an entry, and an attacker may be
+//! many clients (an IPv6 /48, a common allocation, holds 65,536 /64s). So
+//! the table is kept small in two ways:
 //!
 //! - **Pruning.** An entry whose lock is over and whose newest failure is
 //!   older than the window can never matter again, and is dropped. Scanning
@@ -39,10 +50,9 @@
 //!   per insertion constant on average.
 //!
 //! The price of the cap is that an attacker with more than `capacity`
-//! addresses can make the daemon forget some of them. A production system
-//! might also count IPv6 failures per /64 prefix, or keep the table in a
-//! structure ordered by time; this one keeps the rule exact for every
-//! address it remembers.
+//! clients (IPv4 addresses or IPv6 /64s) can make the daemon forget some of
+//! them. A production system might keep the table in a structure ordered
+//! by time; this one keeps the rule exact for every client it remembers.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -50,6 +60,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::AuthConfig;
+use crate::reactor::per_ip::address_group;
 
 /// The window within which `max_failures` failures lock an address.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -82,8 +93,8 @@ pub struct Throttle {
     lockout: Duration,
     /// The most entries `clients` may hold.
     capacity: usize,
-    /// One entry per address with failures that still matter (or that have
-    /// not been pruned yet).
+    /// One entry per client ([`address_group`]) with failures that still
+    /// matter (or that have not been pruned yet).
     clients: HashMap<IpAddr, FailureRecord>,
     /// When `clients` reaches this many entries, the next insertion first
     /// prunes expired ones; reset after each scan to twice what survived.
@@ -144,10 +155,12 @@ impl Throttle {
         self.max_failures > 0
     }
 
-    /// Whether a new connection from `ip` must be refused at `now`.
+    /// Whether `ip`'s client is locked out at `now`: a new connection from
+    /// it must be refused, and an answer to a challenge from it must not be
+    /// evaluated.
     pub fn is_locked(&self, ip: IpAddr, now: Instant) -> bool {
         self.clients
-            .get(&ip)
+            .get(&address_group(ip))
             .is_some_and(|record| record.is_locked(now))
     }
 
@@ -157,6 +170,7 @@ impl Throttle {
         if !self.is_enabled() {
             return false;
         }
+        let ip = address_group(ip);
         if !self.clients.contains_key(&ip) {
             self.make_room(now);
         }
@@ -402,19 +416,38 @@ mod tests {
         assert!(!throttle.is_locked(v4, t0));
     }
 
+    #[test]
+    fn ipv6_addresses_of_one_slash_64_share_a_record() {
+        let mut throttle = Throttle::new(2, FAILURE_WINDOW, LOCKOUT);
+        let t0 = Instant::now();
+        let a: IpAddr = "2001:db8:5:6::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:5:6:ffff::2".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:5:7::1".parse().unwrap();
+        assert!(!throttle.record_failure(a, t0));
+        assert!(
+            throttle.record_failure(b, t0),
+            "the second failure of the /64"
+        );
+        assert!(throttle.is_locked(a, t0));
+        assert!(throttle.is_locked("2001:db8:5:6:1:2:3:4".parse().unwrap(), t0));
+        assert!(!throttle.is_locked(elsewhere, t0));
+        assert_eq!(throttle.len(), 1);
+    }
+
     // ---- Bounded memory ----
 
-    /// A distinct IPv6 address per number.
+    /// A distinct IPv6 /64 per number (its first address, which is also
+    /// the key the table files it under).
     fn nth_ip(n: u32) -> IpAddr {
         IpAddr::V6(Ipv6Addr::new(
             0x2001,
             0xdb8,
-            0,
-            0,
-            0,
-            0,
             (n >> 16) as u16,
             n as u16,
+            0,
+            0,
+            0,
+            0,
         ))
     }
 

@@ -30,6 +30,7 @@ pub mod chat;
 pub mod daytime;
 pub mod echo;
 pub mod exec;
+pub mod files;
 
 use std::fmt;
 use std::io::{self, Read, Write};

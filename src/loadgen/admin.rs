@@ -101,6 +101,20 @@ impl From<io::Error> for AdminError {
 /// Fetches and parses `GET /stats` from `addr` (`host:port`, with or
 /// without a leading `http://`).
 pub fn fetch_stats(addr: &str) -> Result<StatsSample, AdminError> {
+    let (taken, body) = fetch_stats_body(addr)?;
+    let stats = serde_json::from_slice(&body).map_err(AdminError::Json)?;
+    Ok(StatsSample { taken, stats })
+}
+
+/// `GET /stats` as untyped JSON, for the figures [`Stats`] leaves out
+/// (such as the loop's `max_turn_seconds`).
+pub fn fetch_stats_json(addr: &str) -> Result<serde_json::Value, AdminError> {
+    let (_, body) = fetch_stats_body(addr)?;
+    serde_json::from_slice(&body).map_err(AdminError::Json)
+}
+
+/// The body of `GET /stats`, and when it was read.
+fn fetch_stats_body(addr: &str) -> Result<(Instant, Vec<u8>), AdminError> {
     let authority = addr
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -130,9 +144,7 @@ pub fn fetch_stats(addr: &str) -> Result<StatsSample, AdminError> {
         return Err(AdminError::Http("response over 1 MiB".into()));
     }
     let taken = Instant::now();
-    let body = response_body(&response)?;
-    let stats = serde_json::from_slice(&body).map_err(AdminError::Json)?;
-    Ok(StatsSample { taken, stats })
+    Ok((taken, response_body(&response)?))
 }
 
 /// Splits a complete HTTP/1.1 response into status and body, and returns

@@ -33,6 +33,8 @@
 //! | `bench conns` | [`conns`] | connect rate, failures, server memory per connection |
 //! | `bench chat` | [`chat`] | chat deliveries per second, delivery latency, loss |
 //! | `bench udp` | [`udp`] | datagram round trips per second, loss, latency |
+//! | `bench mixed` | [`mixed`] | a soak: every service at once; the daemon's memory, descriptors, loop turns |
+//! | `bench files` | [`files`] | upload and download MiB/s, transfer latency, every byte verified |
 //!
 //! Each workload runs its worker threads and hands back an [`Outcome`];
 //! this module does what is common to all: signals, the status line each
@@ -50,7 +52,9 @@ pub mod admin;
 pub mod chat;
 pub mod conns;
 pub mod echo;
+pub mod files;
 pub mod link;
+pub mod mixed;
 pub mod pacing;
 pub mod pattern;
 pub mod process;
@@ -92,6 +96,13 @@ pub enum Workload {
     Chat(chat::ChatArgs),
     /// UDP echo: datagram round trips per second, loss and latency.
     Udp(udp::UdpArgs),
+    /// A soak: every service under load at once for --duration, while the
+    /// daemon's memory, descriptors, CPU and loop turns are sampled each
+    /// second; fails unless they return near their baseline.
+    Mixed(mixed::MixedArgs),
+    /// File transfers: N clients putting and getting files of a given size,
+    /// every byte verified by SHA-256; MiB/s and transfer latency.
+    Files(files::FilesArgs),
 }
 
 /// Options every workload takes.
@@ -130,6 +141,8 @@ pub fn run(args: Args) -> ExitCode {
         Workload::Conns(a) => conns::run(a, stop),
         Workload::Chat(a) => chat::run(a, stop),
         Workload::Udp(a) => udp::run(a, stop),
+        Workload::Mixed(a) => mixed::run(a, stop),
+        Workload::Files(a) => files::run(a, stop),
     }
 }
 

@@ -92,7 +92,12 @@ impl Reactor {
         let over_global = self.core.open >= self.core.max_connections;
         let over_service = limits.max_connections > 0
             && counters.connections_open >= limits.max_connections as u64;
-        if over_global || over_service {
+        // Counted last, so a connection turned away by another limit is
+        // not counted against its client; released in `kill`.
+        let token = self.sources.vacant_key();
+        let over_per_ip = !(over_global || over_service)
+            && peer.is_some_and(|p| !self.core.per_ip.admit(token, p.ip()));
+        if over_global || over_service || over_per_ip {
             counters.connections_rejected += 1;
             // One best-effort write into an empty send buffer, then FIN.
             let _ = stream.write(service_id::rejection(service));
@@ -121,6 +126,7 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("register {service} connection: {e}");
+            self.core.per_ip.release(key);
             self.core.open -= 1;
             self.core.metrics.service_mut(service).connections_open -= 1;
             return;

@@ -108,6 +108,7 @@ impl Reactor {
         }
         conn.set_phase(key, Phase::Dead, self.core.trace);
         let _ = self.core.registry.deregister(conn.stream.source());
+        self.core.per_ip.release(key);
         self.core.open -= 1;
         self.core.metrics.service_mut(conn.service).connections_open -= 1;
         trace!(self.core.trace, "#{key} {} closed", conn.service);

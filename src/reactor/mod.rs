@@ -120,6 +120,7 @@ mod events;
 mod listener;
 pub mod metrics;
 mod outbox;
+pub mod per_ip;
 mod pool;
 mod read;
 #[cfg(test)]
@@ -274,6 +275,8 @@ struct Core {
     max_connections: usize,
     /// Connections open over all services.
     open: usize,
+    /// Connections open per client, for `limits.max_connections_per_ip`.
+    per_ip: per_ip::PerIp,
     /// Source of connection serial numbers.
     next_serial: u64,
     reserve: Reserve,
@@ -374,6 +377,7 @@ impl Reactor {
                 dead: Vec::new(),
                 staged: Outbox::new(),
                 reply_buf: Vec::new(),
+                per_ip: per_ip::PerIp::new(shared.max_connections_per_ip()),
                 shared: Box::new(shared),
                 metrics: Metrics::new(Instant::now()),
                 limits,

@@ -182,6 +182,13 @@ pub trait Services: Any {
     /// once, when the reactor is built.
     fn limits(&self, service: ServiceId) -> ServiceLimits;
 
+    /// Connections one client (an IPv4 address, an IPv6 /64) may have open
+    /// at once over all services; 0 for no limit. Read once, when the
+    /// reactor is built.
+    fn max_connections_per_ip(&self) -> usize {
+        0
+    }
+
     /// Called once per loop turn with the turn's time, for state that
     /// needs attention without any connection's event (children being
     /// reaped after their connection left, say). Returns when it next

@@ -41,6 +41,8 @@ pub struct Shared {
     pub throttle: Throttle,
     /// The exec service's key, running-program count and reaper.
     pub exec: exec::ExecShared,
+    /// The files service's users, quota books and digest cache.
+    pub files: files::FilesShared,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             chat: chat::Rooms::new(&config.chat),
             throttle: Throttle::from_config(&config.auth),
             exec: exec::ExecShared::new(&config)?,
+            files: files::FilesShared::new(&config)?,
             config,
         })
     }
@@ -96,6 +99,10 @@ impl Services for Shared {
         }
     }
 
+    fn max_connections_per_ip(&self) -> usize {
+        self.config.limits.max_connections_per_ip
+    }
+
     fn poll(&mut self, now: Instant) -> Option<Instant> {
         Shared::poll(self, now)
     }
@@ -127,8 +134,7 @@ pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session>
         ServiceId::Admin => Box::new(admin::Session::default()),
         ServiceId::Chat => Box::new(chat::Session::new(shared.config.chat.max_line)),
         ServiceId::Exec => Box::new(exec::Session::new(shared.config.frames.max_header)),
-        // Services not built yet are never bound (see `is_implemented`).
-        ServiceId::Files => Box::new(discard::Session),
+        ServiceId::Files => Box::new(files::Session::new(shared.config.frames.max_header)),
     }
 }
 
@@ -144,6 +150,7 @@ pub fn is_implemented(service: ServiceId) -> bool {
             | ServiceId::Daytime
             | ServiceId::Chat
             | ServiceId::Exec
+            | ServiceId::Files
     )
 }
 
@@ -171,3 +178,4 @@ pub mod daytime;
 pub mod discard;
 pub mod echo;
 pub mod exec;
+pub mod files;

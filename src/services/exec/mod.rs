@@ -32,6 +32,7 @@
 //!      │ hello sent, deadline set
 //!      v
 //!   AwaitingAuth ──wrong mac / other frame / deadline──> Closed   (a failure, logged)
+//!      │      └────any frame while the address is locked──> Closed   (throttled, not evaluated)
 //!      │
 //!      │ right mac: ok
 //!      v
@@ -109,8 +110,10 @@ pub mod program;
 pub mod reaper;
 pub mod request;
 mod shared;
+mod sys;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -123,6 +126,7 @@ use crate::reactor::{Job, JobError, JobOutput};
 use program::{Launch, Program, STDIN_BACKLOG};
 use request::{Refusal, Request, RequestError};
 pub use shared::ExecShared;
+use sys::Cgroup;
 
 /// The tag of the one job an exec session submits: its program's spawn.
 const SPAWN_JOB: u64 = 1;
@@ -144,6 +148,9 @@ pub struct Session {
     /// The client's address, for throttling and logs; `None` on a Unix
     /// socket.
     peer: Option<SocketAddr>,
+    /// The cgroup of the program being spawned, shared with the spawn job
+    /// and its cleanup; taken when the job's result arrives.
+    spawn_cgroup: Option<Arc<Mutex<Option<Cgroup>>>>,
 }
 
 /// Where the connection stands in the protocol.
@@ -190,6 +197,7 @@ impl Session {
             payload: Payload::Discard,
             holding: false,
             peer: None,
+            spawn_cgroup: None,
         }
     }
 
@@ -261,6 +269,13 @@ impl Session {
 
     /// One whole frame header: every protocol transition starts here.
     fn on_header(&mut self, header: Header, cx: &mut Cx<'_>) {
+        // The client was locked out after this connection was accepted (by
+        // failures on its other connections): its answer is not evaluated,
+        // so holding many connections open buys no extra guesses.
+        if matches!(self.state, State::AwaitingAuth { .. }) && self.is_throttled(cx) {
+            self.refuse_throttled(cx);
+            return;
+        }
         match &mut self.state {
             // The handshake: the right MAC, or the end.
             State::AwaitingAuth { challenge, key, .. } => {
@@ -361,20 +376,38 @@ impl Session {
         // The slot is taken now, so spawns in flight count against the
         // limit too; a spawn that fails gives it back.
         cx.shared().exec.program_started();
-        let command = Program::command(&launch);
+        // The cgroup travels with the job, so its `cgroup.procs` stays open
+        // until the spawn is over even if the session goes away meanwhile;
+        // whoever gets the child (the session, or the job's cleanup) takes
+        // the cgroup from the shared slot.
+        let cgroup = cx.shared().exec.new_cgroup();
+        let command = Program::command(&launch, cgroup.as_ref());
+        let slot = Arc::new(Mutex::new(cgroup));
+        let (job_slot, orphan_slot) = (Arc::clone(&slot), Arc::clone(&slot));
         let job = Job::new(SPAWN_JOB, move || {
             let mut command = command;
-            command.spawn().map(JobOutput::Child)
+            let spawned = command.spawn();
+            if let Some(cgroup) = lock(&job_slot).as_mut() {
+                cgroup.joined();
+            }
+            spawned.map(JobOutput::Child)
         })
-        .on_orphan(|output| {
-            // Nobody is left to run it for: its group is killed and the
-            // leader reaped, here on the helper, where waiting is allowed.
+        .on_orphan(move |output| {
+            // Nobody is left to run it for: its group (and cgroup) is
+            // killed and the leader reaped, here on the helper, where
+            // waiting is allowed. The cgroup's directory goes when it drops.
+            let cgroup = lock(&orphan_slot).take();
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill();
+            }
             if let JobOutput::Child(mut child) = output {
-                program::signal_group(child.id() as i32, libc::SIGKILL);
+                sys::signal_group(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
             }
         });
+        self.spawn_cgroup = Some(slot);
         if cx.submit(job).is_err() {
+            self.spawn_cgroup = None;
             cx.shared().exec.program_reaped();
             let refusal = Refusal::SpawnFailed {
                 program: launch.argv[0].clone(),
@@ -390,6 +423,7 @@ impl Session {
     /// The spawn job's result: the program runs (`started`), or the client
     /// hears why not. Either way the input held meanwhile is offered again.
     fn on_spawned(&mut self, result: Result<JobOutput, JobError>, cx: &mut Cx<'_>) {
+        let cgroup = self.spawn_cgroup.take().and_then(|slot| lock(&slot).take());
         let State::Spawning(launch) =
             std::mem::replace(&mut self.state, State::Ready { after_exit: false })
         else {
@@ -397,16 +431,16 @@ impl Session {
             // nobody's, so it goes to the reaper at once.
             if let Ok(JobOutput::Child(child)) = result {
                 let pgid = child.id() as i32;
-                program::signal_group(pgid, libc::SIGKILL);
+                sys::signal_group(pgid, libc::SIGKILL);
                 let now = cx.now();
                 let exec = &mut cx.shared().exec;
                 exec.program_started();
-                exec.adopt(reaper::Dying::new(pgid, Some(child), now));
+                exec.adopt(reaper::Dying::new(pgid, Some(child), cgroup, now));
             }
             return;
         };
         let spawned = match result {
-            Ok(JobOutput::Child(child)) => Program::attach_child(child, &launch, cx),
+            Ok(JobOutput::Child(child)) => Program::attach_child(child, cgroup, &launch, cx),
             Ok(other) => Err((
                 Refusal::SpawnFailed {
                     program: launch.argv[0].clone(),
@@ -492,6 +526,10 @@ impl Session {
     /// authentication it is also a failed handshake.
     fn on_bad_frame(&mut self, e: FrameError, cx: &mut Cx<'_>) {
         if matches!(self.state, State::AwaitingAuth { .. }) {
+            if self.is_throttled(cx) {
+                self.refuse_throttled(cx);
+                return;
+            }
             self.fail_auth(&AuthFailure::NotAnAuthFrame, cx);
             return;
         }
@@ -513,6 +551,24 @@ impl Session {
     fn fail_auth(&mut self, failure: &AuthFailure, cx: &mut Cx<'_>) {
         cx.write_with(|out| failure.encode(out));
         self.count_failure(&failure.to_string(), cx);
+        self.close(cx);
+    }
+
+    /// Whether the client's address is locked out now (PROTOCOL.md §5.2).
+    fn is_throttled(&self, cx: &mut Cx<'_>) -> bool {
+        let now = cx.now();
+        self.peer
+            .is_some_and(|peer| cx.shared().throttle.is_locked(peer.ip(), now))
+    }
+
+    /// Turns a locked-out client away: the throttled error, then the close.
+    /// Not a failure of its own: nothing was evaluated.
+    fn refuse_throttled(&mut self, cx: &mut Cx<'_>) {
+        log::warn!(
+            "exec: refused {}: too many failed authentications",
+            self.who()
+        );
+        cx.write_with(handshake::encode_throttled);
         self.close(cx);
     }
 
@@ -565,12 +621,8 @@ impl super::Session for Session {
     fn on_open(&mut self, cx: &mut Cx<'_>) {
         self.peer = cx.peer_addr();
         let now = cx.now();
-        if let Some(peer) = self.peer
-            && cx.shared().throttle.is_locked(peer.ip(), now)
-        {
-            log::warn!("exec: refused {peer}: too many failed authentications");
-            cx.write_with(handshake::encode_throttled);
-            self.close(cx);
+        if self.is_throttled(cx) {
+            self.refuse_throttled(cx);
             return;
         }
         let Some(key) = cx.shared().exec.current_key() else {
@@ -678,6 +730,12 @@ impl super::Session for Session {
         self.stop_program(reason, cx);
         self.state = State::Closed;
     }
+}
+
+/// Locks a spawn's cgroup slot. A panic while it was held (in a spawn job,
+/// which the pool catches) leaves a slot that is still consistent.
+fn lock(slot: &Mutex<Option<Cgroup>>) -> MutexGuard<'_, Option<Cgroup>> {
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A client's address for log lines.

@@ -55,7 +55,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -69,6 +69,7 @@ use mio::unix::pipe::{Receiver, Sender};
 
 use super::reaper::Dying;
 use super::request::{Command, Exit, Refusal, Signal, signal_name};
+use super::sys::{self, Cgroup, group_exists, pidfd_open, signal_group};
 use crate::codec::frame;
 use crate::services::Cx;
 
@@ -302,6 +303,9 @@ pub struct Program {
     pid: u32,
     /// The child until it is reaped.
     child: Option<Child>,
+    /// The program's cgroup, if the daemon could make one: it holds every
+    /// descendant, even those that left the process group.
+    cgroup: Option<Cgroup>,
     ended: Option<Ended>,
     watch: ExitWatch,
     stdout: OutputPipe,
@@ -328,7 +332,7 @@ impl Program {
     /// `posix_spawn`, and a fork copies the page tables of the whole
     /// process, a cost that grows with the daemon's memory and that every
     /// client would wait out if the loop paid it.
-    pub fn command(launch: &Launch) -> std::process::Command {
+    pub fn command(launch: &Launch, cgroup: Option<&Cgroup>) -> std::process::Command {
         let mut command = std::process::Command::new(&launch.program);
         command
             .arg0(&launch.argv[0])
@@ -348,15 +352,11 @@ impl Program {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: the closure runs in the child between fork and exec, where
-        // only async-signal-safe calls are allowed; it makes nothing but
-        // plain system calls, allocating nothing and taking no lock.
-        unsafe {
-            command.pre_exec(|| {
-                start_clean();
-                Ok(())
-            });
-        }
+        // Its own cgroup too, where the daemon may make one: a process
+        // group can be left, a cgroup cannot (see `sys`). The child joins
+        // it through `cgroup.procs`, which must stay open until the spawn
+        // is over (`Cgroup::joined`).
+        sys::prepare_child(&mut command, cgroup.and_then(Cgroup::procs_fd));
         command
     }
 
@@ -372,13 +372,15 @@ impl Program {
         }
     }
 
-    /// Takes over a program spawned from [`Program::command`]: registers
-    /// its pipes and exit with the reactor, and sets its timeout from now.
+    /// Takes over a program spawned from [`Program::command`], with the
+    /// cgroup it joined: registers its pipes and exit with the reactor, and
+    /// sets its timeout from now.
     ///
     /// On failure (registration failed), the program is stopped and
     /// returned for the reaper.
     pub fn attach_child(
         mut child: Child,
+        cgroup: Option<Cgroup>,
         launch: &Launch,
         cx: &mut Cx<'_>,
     ) -> Result<Program, (Refusal, Option<Dying>)> {
@@ -390,6 +392,7 @@ impl Program {
         let mut program = Program {
             pid,
             child: Some(child),
+            cgroup,
             ended: None,
             watch: ExitWatch::Polling,
             stdout: OutputPipe::new(Output::Stdout),
@@ -641,6 +644,9 @@ impl Program {
             }
             Stopping::Terminating { kill_at } if kill_at <= now => {
                 self.signal_group(libc::SIGKILL);
+                if let Some(cgroup) = &self.cgroup {
+                    cgroup.kill();
+                }
                 let abandon_at = now + self.kill_grace;
                 self.stopping = Stopping::Killed { abandon_at };
                 cx.set_timer(abandon_at);
@@ -711,9 +717,14 @@ impl Program {
             timed_out: self.timed_out,
             elapsed: ended.at.saturating_duration_since(self.started),
         };
-        let leftover = if group_exists(self.pgid()) {
+        let leftover = if group_exists(self.pgid()) || self.cgroup_populated() {
             self.signal_group(libc::SIGTERM);
-            Some(Dying::new(self.pgid(), None, cx.now() + self.kill_grace))
+            Some(Dying::new(
+                self.pgid(),
+                None,
+                self.cgroup.take(),
+                cx.now() + self.kill_grace,
+            ))
         } else {
             None
         };
@@ -732,15 +743,20 @@ impl Program {
             cx.deregister(&mut SourceFd(&fd.as_raw_fd()), token);
         }
         let pgid = self.pgid();
-        if self.child.is_none() && !group_exists(pgid) {
+        if self.child.is_none() && !group_exists(pgid) && !self.cgroup_populated() {
             return None;
         }
         self.signal_group(libc::SIGTERM);
         Some(Dying::new(
             pgid,
             self.child.take(),
+            self.cgroup.take(),
             cx.now() + self.kill_grace,
         ))
+    }
+
+    fn cgroup_populated(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(Cgroup::is_populated)
     }
 
     fn pgid(&self) -> i32 {
@@ -757,72 +773,6 @@ impl Program {
             signal_group(self.pgid(), signal);
         }
     }
-}
-
-/// In the child, just before `exec`: what the daemon inherited must not
-/// reach the program.
-///
-/// - Signals the daemon ignores (it may have been started with `nohup`, or
-///   in the background of a script, which ignores INT and QUIT) would stay
-///   ignored across `exec`, and a client's INT would then do nothing. Each
-///   is set back to its default, as a login shell would find it. (glibc
-///   keeps two real-time signals for itself and refuses to touch them;
-///   they are left as they are.)
-/// - Descriptors the daemon was *given* without close-on-exec (its own are
-///   all opened close-on-exec) would be open in the program. They are
-///   marked close-on-exec in one call (`close_range`, Linux 5.11); on an
-///   older kernel they stay as they are.
-fn start_clean() {
-    for signal in 1..libc::SIGRTMIN() {
-        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-            // SAFETY: async-signal-safe; an error (a signal glibc reserves)
-            // leaves that signal alone.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-    }
-    // SAFETY: async-signal-safe; it only sets flags on descriptors.
-    unsafe {
-        libc::close_range(
-            3,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
-        );
-    }
-}
-
-/// `kill(-pgid, signal)`: signals every process in the group. Errors are
-/// ignored: the group may have ended a moment ago.
-pub fn signal_group(pgid: i32, signal: i32) {
-    // SAFETY: kill(2) takes plain integers; a negative pid names a group.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
-}
-
-/// Whether any process is left in the group (signal 0 checks without
-/// sending anything).
-pub fn group_exists(pgid: i32) -> bool {
-    // SAFETY: as above; signal 0 only checks.
-    let r = unsafe { libc::kill(-pgid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// `pidfd_open(pid, 0)`: a descriptor that turns readable when the process
-/// ends. It must be opened while the child is unreaped, which guarantees
-/// that `pid` is still our child and not a reused number.
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    // SAFETY: the syscall takes a pid and flags, and returns a new
-    // descriptor (close-on-exec) or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(io::Error::other)?;
-    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -908,10 +858,10 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = child.id() as i32;
-        assert!(group_exists(pgid));
-        signal_group(pgid, libc::SIGKILL);
+        assert!(sys::group_exists(pgid));
+        sys::signal_group(pgid, libc::SIGKILL);
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
-        assert!(!group_exists(pgid));
+        assert!(!sys::group_exists(pgid));
     }
 }

@@ -17,8 +17,13 @@
 //!   session closes ──> TERM to the group ──> Dying { kill_at }
 //!                                              │
 //!            leader reaped and group empty <───┤ every turn: try_wait()
-//!                       (done)                 │
-//!                                   kill_at ───┴──> KILL to the group ──> reaped (done)
+//!                       │                      │
+//!                       │           kill_at ───┴──> KILL to the group ──> reaped
+//!                       v                                                   │
+//!      KILL through the cgroup until it is empty (what left the group) <────┘
+//!                       │
+//!                       v
+//!               cgroup removed (done)
 //! ```
 //!
 //! Polling `try_wait` every few milliseconds is the simple way; a
@@ -29,7 +34,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::program::{group_exists, signal_group};
+use super::sys::{Cgroup, group_exists, signal_group};
 
 /// How often dying programs are checked.
 const REAP_POLL: Duration = Duration::from_millis(10);
@@ -42,6 +47,11 @@ pub struct Dying {
     /// The leader until reaped; `None` when it was reaped already and only
     /// other members of its group were left.
     leader: Option<Child>,
+    /// The program's cgroup, if it has one: what left the group is still
+    /// in it, and gets KILL with the group (or as soon as the group is
+    /// gone). Removed when empty, on drop.
+    /// (Boxed: it is rarely there, and `Dying` travels in `Result`s.)
+    cgroup: Option<Box<Cgroup>>,
     /// When the group gets KILL if anything is left in it.
     kill_at: Instant,
     /// KILL has been sent.
@@ -49,10 +59,16 @@ pub struct Dying {
 }
 
 impl Dying {
-    pub fn new(pgid: i32, leader: Option<Child>, kill_at: Instant) -> Dying {
+    pub fn new(
+        pgid: i32,
+        leader: Option<Child>,
+        cgroup: Option<Cgroup>,
+        kill_at: Instant,
+    ) -> Dying {
         Dying {
             pgid,
             leader,
+            cgroup: cgroup.map(Box::new),
             kill_at,
             killed: false,
         }
@@ -83,9 +99,25 @@ impl Dying {
             self.killed = true;
         }
         // Done once the leader is reaped and the rest of its group has
-        // ended or been sent KILL (which cannot be ignored; anything that
-        // left the group with setsid() is beyond our reach).
-        self.leader.is_none() && (self.killed || !group_exists(self.pgid))
+        // ended or been sent KILL (which cannot be ignored), and nothing is
+        // left in its cgroup. What left the group (setsid) never got TERM;
+        // once the group is done it gets KILL through the cgroup, on every
+        // turn until the cgroup is empty. Without a cgroup, it is beyond
+        // reach (docs/security.md).
+        let group_done = self.leader.is_none() && (self.killed || !group_exists(self.pgid));
+        match &self.cgroup {
+            Some(cgroup) if group_done && cgroup.is_populated() => {
+                cgroup.kill();
+                false
+            }
+            Some(cgroup) if group_done => {
+                if let Err(e) = cgroup.remove() {
+                    log::debug!("exec: removing the cgroup of {}: {e}", self.pgid);
+                }
+                true
+            }
+            _ => group_done,
+        }
     }
 }
 
@@ -167,6 +199,7 @@ mod tests {
         reaper.adopt(Dying::new(
             pgid,
             Some(child),
+            None,
             start + Duration::from_secs(30),
         ));
         let end = poll_until_empty(&mut reaper);
@@ -198,6 +231,7 @@ mod tests {
         reaper.adopt(Dying::new(
             pgid,
             Some(child),
+            None,
             start + Duration::from_millis(300),
         ));
         let (done, _) = reaper.poll(Instant::now());
@@ -219,6 +253,7 @@ mod tests {
         let mut reaper = Reaper::default();
         reaper.adopt(Dying::new(
             pgid,
+            None,
             None,
             Instant::now() + Duration::from_secs(5),
         ));

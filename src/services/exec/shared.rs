@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::reaper::{Dying, Reaper};
+use super::sys::{Cgroup, CgroupParent};
 use crate::auth::{self, Key};
 use crate::config::Config;
 
@@ -23,6 +24,10 @@ pub struct ExecShared {
     /// `<data-dir>/<exec.workdir>`, absolute: programs run here, and it is
     /// their `HOME`.
     workdir: PathBuf,
+    /// Where each program gets its own cgroup; `None` where the daemon may
+    /// not create cgroups (logged once at start). Declared last so that it
+    /// is dropped after the reaper's cgroups, which live inside it.
+    cgroups: Option<CgroupParent>,
 }
 
 impl ExecShared {
@@ -36,6 +41,7 @@ impl ExecShared {
                 running: 0,
                 reaper: Reaper::default(),
                 workdir,
+                cgroups: None,
             });
         }
         let key = KeyCache::load(auth::key::default_path(&config.data_dir))?;
@@ -47,12 +53,37 @@ impl ExecShared {
         })?;
         // Programs get it as HOME, which should be absolute.
         let workdir = workdir.canonicalize()?;
+        let cgroups = match CgroupParent::create() {
+            Ok(parent) => {
+                log::info!(
+                    "exec: programs run in cgroups under {}",
+                    parent.dir().display()
+                );
+                Some(parent)
+            }
+            Err(e) => {
+                log::warn!(
+                    "exec: no cgroup for programs ({e}); a program that leaves its process group may outlive its session"
+                );
+                None
+            }
+        };
         Ok(ExecShared {
             key,
             running: 0,
             reaper: Reaper::default(),
             workdir,
+            cgroups,
         })
+    }
+
+    /// A fresh cgroup for the next program, where the daemon may make one.
+    pub fn new_cgroup(&mut self) -> Option<Cgroup> {
+        let parent = self.cgroups.as_mut()?;
+        parent
+            .child()
+            .inspect_err(|e| log::warn!("exec: no cgroup for a program: {e}"))
+            .ok()
     }
 
     /// The key as of now: the file is checked (one `stat`) and re-read if

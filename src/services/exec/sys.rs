@@ -1,0 +1,320 @@
+//! Every system call the exec service makes that Rust's standard library
+//! does not wrap: signals to process groups, pidfds, what a child does
+//! between `fork` and `exec`, and the per-program cgroup. Each `unsafe`
+//! block is here, with the reason it is sound next to it, so a reviewer
+//! reads one file to check them all.
+//!
+//! # Why a cgroup, when there is a process group
+//!
+//! A program runs in its own process group, and stopping a program means
+//! signalling that group. But any process may leave its group: `setsid`
+//! (or `setpgid`) puts it in a new one, and `sh -c 'setsid daemon &'` is
+//! all it takes. Signals to the old group then miss it, and it outlives
+//! the session under PID 1. A *cgroup* (control group, version 2) cannot
+//! be left that way: a process's children are born in its cgroup, and
+//! only a process allowed to write to another cgroup's `cgroup.procs` can
+//! move out. Writing `1` to the cgroup's `cgroup.kill` (Linux 5.14) sends
+//! SIGKILL to every process in it, atomically with respect to `fork`, so
+//! nothing escapes by forking at the wrong moment.
+//!
+//! So where the daemon may create cgroups, each program gets one: a
+//! directory `<n>` under `socketlab-<daemon pid>` under the daemon's own
+//! cgroup (found in `/proc/self/cgroup` and `/proc/self/mountinfo`). The
+//! child joins it between `fork` and `exec`, before the program runs a
+//! single instruction; the reaper kills what is left in it and removes the
+//! directory once it is empty. Where the daemon may not (no cgroup v2, or
+//! no write access: an unprivileged daemon under systemd without
+//! delegation), it logs that once and relies on the process group alone;
+//! docs/security.md says what is then not guaranteed.
+//!
+//! A child *subreaper* (`PR_SET_CHILD_SUBREAPER`) is the other tool Linux
+//! offers: orphans are re-parented to the daemon instead of PID 1. It would
+//! let the daemon see escaped processes, but not tell which program they
+//! came from, and reaping them with `waitpid(-1)` would race the reaping
+//! of the programs the sessions still watch. The cgroup answers both
+//! questions, so it is the one used.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+// ----- Process groups and pidfds ---------------------------------------------
+
+/// `kill(-pgid, signal)`: signals every process in the group. Errors are
+/// ignored: the group may have ended a moment ago.
+pub fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // a negative pid names a group.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// Whether any process is left in the group (signal 0 checks without
+/// sending anything).
+pub fn group_exists(pgid: i32) -> bool {
+    // SAFETY: as in `signal_group`; signal 0 only checks.
+    let r = unsafe { libc::kill(-pgid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor that turns readable when the process
+/// ends. It must be opened while the child is unreaped, which guarantees
+/// that `pid` is still our child and not a reused number.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: the syscall takes a pid and flags, and returns a new
+    // descriptor (close-on-exec) or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+// ----- Between fork and exec -------------------------------------------------
+
+/// Arranges for the child of `command` to start clean (see [`start_clean`])
+/// and, given a cgroup's `cgroup.procs`, to move itself into that cgroup
+/// before `exec`.
+pub fn prepare_child(command: &mut Command, cgroup_procs: Option<RawFd>) {
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed; it makes nothing but plain
+    // system calls (signal, close_range, write), allocating nothing and
+    // taking no lock. The descriptor it writes to is open in the parent
+    // until `spawn` returns, so it is open in the child.
+    unsafe {
+        command.pre_exec(move || {
+            start_clean();
+            if let Some(fd) = cgroup_procs {
+                join_cgroup(fd);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// In the child, just before `exec`: what the daemon inherited must not
+/// reach the program.
+///
+/// - Signals the daemon ignores (it may have been started with `nohup`, or
+///   in the background of a script, which ignores INT and QUIT) would stay
+///   ignored across `exec`, and a client's INT would then do nothing. Each
+///   is set back to its default, as a login shell would find it. (glibc
+///   keeps two real-time signals for itself and refuses to touch them;
+///   they are left as they are.)
+/// - Descriptors the daemon was *given* without close-on-exec (its own are
+///   all opened close-on-exec) would be open in the program. They are
+///   marked close-on-exec in one call (`close_range`, Linux 5.11); on an
+///   older kernel they stay as they are.
+fn start_clean() {
+    for signal in 1..libc::SIGRTMIN() {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: async-signal-safe; an error (a signal glibc reserves)
+            // leaves that signal alone.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+    }
+    // SAFETY: async-signal-safe; it only sets flags on descriptors.
+    unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        );
+    }
+}
+
+/// In the child: writes `0` ("the writing process") to the cgroup's
+/// `cgroup.procs`. A failure leaves the child where it is, guarded by its
+/// process group only; failing the spawn for it would turn a weaker
+/// guarantee into no service.
+fn join_cgroup(procs: RawFd) {
+    // SAFETY: async-signal-safe; write(2) reads one byte of a static.
+    unsafe {
+        libc::write(procs, b"0".as_ptr().cast(), 1);
+    }
+}
+
+// ----- Cgroups ---------------------------------------------------------------
+
+/// Where this daemon's program cgroups live: `socketlab-<pid>` under the
+/// daemon's own cgroup. Removed (when empty) on drop.
+#[derive(Debug)]
+pub struct CgroupParent {
+    dir: PathBuf,
+    /// Names the next program's cgroup.
+    next: u64,
+}
+
+impl CgroupParent {
+    /// Creates the parent directory, or says why it cannot.
+    pub fn create() -> io::Result<CgroupParent> {
+        // Under our own cgroup: that is where a delegated (systemd) or
+        // container setup lets us write. A non-root cgroup that holds a
+        // process (the daemon) cannot have controllers enabled for its
+        // children ("no internal processes"), so nothing stops its
+        // children from holding processes either.
+        let base = own_cgroup_dir()?;
+        remove_stale(&base);
+        let dir = base.join(format!("socketlab-{}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(with_path(e, "mkdir", &dir)),
+        }
+        if !dir.join("cgroup.kill").exists() {
+            let _ = fs::remove_dir(&dir);
+            return Err(io::Error::other(
+                "cgroup.kill missing (Linux 5.14 or later needed)",
+            ));
+        }
+        Ok(CgroupParent { dir, next: 0 })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new, empty cgroup for one program.
+    pub fn child(&mut self) -> io::Result<Cgroup> {
+        self.next += 1;
+        let dir = self.dir.join(self.next.to_string());
+        fs::create_dir(&dir).map_err(|e| with_path(e, "mkdir", &dir))?;
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .map_err(|e| with_path(e, "open", &dir.join("cgroup.procs")));
+        match procs {
+            Ok(procs) => Ok(Cgroup {
+                dir,
+                procs: Some(procs),
+            }),
+            Err(e) => {
+                let _ = fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        // Empty by now unless a program outlived shutdown, in which case
+        // the directory stays for the operator to see.
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// One program's cgroup. The reaper kills what is in it and removes it
+/// when empty; dropping it tries once more.
+#[derive(Debug)]
+pub struct Cgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, open for the child to join; closed once it has.
+    procs: Option<fs::File>,
+}
+
+impl Cgroup {
+    /// The descriptor the child writes itself into (see [`prepare_child`]).
+    pub fn procs_fd(&self) -> Option<RawFd> {
+        self.procs.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// The child has been spawned: the daemon needs the descriptor no more.
+    pub fn joined(&mut self) {
+        self.procs = None;
+    }
+
+    /// Whether any process is still in the cgroup (`populated 1` in
+    /// `cgroup.events`). A cgroup that cannot be read counts as empty:
+    /// there is nothing the daemon could do about it anyway.
+    pub fn is_populated(&self) -> bool {
+        fs::read_to_string(self.dir.join("cgroup.events"))
+            .is_ok_and(|events| events.lines().any(|l| l == "populated 1"))
+    }
+
+    /// SIGKILL to every process in the cgroup, descendants that left the
+    /// process group included.
+    pub fn kill(&self) {
+        let path = self.dir.join("cgroup.kill");
+        if let Err(e) = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"1"))
+        {
+            log::warn!("exec: {}: {e}", path.display());
+        }
+    }
+
+    /// Removes the directory; fails (EBUSY) while processes are in it.
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// Removes the empty cgroups of daemons that are gone (killed before they
+/// could remove their own). `rmdir` refuses a cgroup that still holds a
+/// process, so a live program of a dead daemon stays visible.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("socketlab-")) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(children) = fs::read_dir(&dir) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
+/// The directory of this process's cgroup v2: the `0::<path>` line of
+/// `/proc/self/cgroup` under the cgroup2 mount point of
+/// `/proc/self/mountinfo`.
+fn own_cgroup_dir() -> io::Result<PathBuf> {
+    let cgroups = fs::read_to_string("/proc/self/cgroup")?;
+    let path = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| io::Error::other("no cgroup v2 hierarchy"))?;
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    // Fields: id parent major:minor root mount-point options... - fstype ...
+    let mount = mounts
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4))?
+        })
+        .ok_or_else(|| io::Error::other("cgroup2 is not mounted"))?;
+    Ok(Path::new(mount).join(path.trim_start_matches('/')))
+}
+
+fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
