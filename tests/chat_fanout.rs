@@ -157,8 +157,9 @@ fn a_hundred_members_receive_every_message_in_the_same_order() {
 
 #[test]
 fn a_member_that_never_reads_is_cut_off_alone_and_the_others_get_every_line() {
-    // The limit must exceed what one read (`READ_CHUNK`, 128 KiB) of the
-    // sender's own lines produces, or the sender itself would be too slow.
+    // A small limit, so the member that never reads reaches it soon; it is
+    // cut off `STALL_GRACE` after the kernel stops taking its bytes, and
+    // the sender is held meanwhile (its writes below block, then resume).
     let d = Daemon::start(&["--set", "chat.max_pending_output=262144"]);
     // Room order: a, slow, b, sender. `a` is served before `slow` in each
     // broadcast and `b` after it, so if the notice overtook a line, the

@@ -141,8 +141,9 @@ pub struct ServiceConfig {
     pub max_connections: usize,
     /// Whole seconds; 0 = never close an idle connection.
     pub idle_timeout_s: u64,
-    /// Unsent output kept per connection before backpressure (or, for chat,
-    /// before the member is cut off as too slow).
+    /// Unsent output kept per connection before backpressure (for chat,
+    /// also the mark a member that does not read must stay over for
+    /// `STALL_GRACE` to be cut off as too slow).
     pub max_pending_output: usize,
 }
 

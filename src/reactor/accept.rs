@@ -162,6 +162,7 @@ impl Reactor {
             serial,
             last_active: self.core.now,
             idle_wake: None,
+            stall: 0,
         }));
         if let Some(idle) = limits.idle_timeout {
             self.arm_idle(key, self.core.now + idle);

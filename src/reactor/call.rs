@@ -111,10 +111,10 @@ impl Reactor {
 
     /// Delivers output that sessions addressed to other connections, after
     /// the step that sent it (one event, one ready token, one timer).
-    /// Delivery may cause more (a member cut off for being too slow makes
-    /// its room hear about it): that mail goes to the mailbox's other list
-    /// and waits for the next round, so every recipient sees the letters
-    /// in the order they were sent. It loops until the mailbox is empty.
+    /// Mail sent while a batch is delivered goes to the mailbox's other
+    /// list and waits for the next round, so every recipient sees the
+    /// letters in the order they were sent. It loops until the mailbox is
+    /// empty.
     pub(super) fn deliver_mail(&mut self) {
         // Bounded: every round delivers at least one letter; a session that
         // answers every letter with another would be a bug, so the rounds
@@ -144,10 +144,11 @@ impl Reactor {
                     conn.flush_listed = true;
                     core.to_flush.push(key);
                 }
+                // Over the limit, reading stops; whether the client is too
+                // slow is judged by the write pass that follows (`pump`),
+                // by what the kernel refuses over time.
                 let high_water = core.limits[conn.service as usize].high_water;
-                if conn.pause_if_full(key, high_water, core.trace) {
-                    self.call(key, None, |s, cx| s.on_output_full(cx));
-                }
+                conn.pause_if_full(key, high_water, core.trace);
             }
             self.core.mail_spare = batch;
         }

@@ -1,11 +1,29 @@
 //! Closing: FIN after the output, lingering for the client's, and shutdown.
+//!
+//! # Unread input turns a FIN into a reset
+//!
+//! `close()` on a TCP socket whose receive queue still holds bytes makes
+//! the kernel send RST instead of FIN, and a client that gets RST may lose
+//! the last output it had not read yet (RFC 1122 4.2.2.13). So from the
+//! moment a connection starts closing, its input is read and thrown away,
+//! whatever backpressure said before: a client blocked writing into a full
+//! window would otherwise wait for the daemon while the daemon waits for
+//! it to read, until a deadline ends both with a reset. Just before a
+//! socket is dropped, whatever arrived since the last read is discarded
+//! too ([`discard_input`]), so the close finds the queue empty.
 
-use std::io;
+use std::io::{self, Read};
 use std::time::Instant;
 
 use super::connection::Phase;
+use super::connection::Stream;
 use super::timers::Wake;
-use super::{CloseReason, LINGER, LINGER_ON_SHUTDOWN, Reactor, SHUTDOWN_GRACE, Source};
+use super::{CloseReason, LINGER, LINGER_ON_SHUTDOWN, READ_CHUNK, Reactor, SHUTDOWN_GRACE, Source};
+
+/// Reads [`discard_input`] makes before a socket is dropped: enough for
+/// every receive queue the kernel allows by default (8 MiB), and a bound
+/// on the time one client sending without pause can take from the loop.
+const DISCARD_READS: usize = 64;
 
 use super::trace::trace;
 
@@ -63,6 +81,11 @@ impl Reactor {
             self.core.trace,
             "#{key} {} closing ({reason})", conn.service
         );
+        // Input is discarded from now on (module docs), backpressure or
+        // not; a read that waited for backpressure to lift starts now.
+        if conn.read_ready {
+            self.requeue(key);
+        }
         self.core
             .timers
             .schedule(self.core.now + LINGER, key, Wake::Linger);
@@ -106,6 +129,9 @@ impl Reactor {
         if conn.phase == Phase::Dead {
             return;
         }
+        if matches!(conn.phase, Phase::Closing | Phase::Lingering) {
+            discard_input(&mut conn.stream, &mut self.read_buf);
+        }
         conn.set_phase(key, Phase::Dead, self.core.trace);
         let _ = self.core.registry.deregister(conn.stream.source());
         self.core.per_ip.release(key);
@@ -133,6 +159,18 @@ impl Reactor {
         self.core.dead.push(key);
     }
 
+    /// The daemon stops: input that arrived for the connections still
+    /// lingering is discarded, so dropping them sends no reset.
+    pub(super) fn discard_unread_input(&mut self) {
+        for (_, source) in self.sources.iter_mut() {
+            if let Source::Conn(c) = source
+                && matches!(c.phase, Phase::Closing | Phase::Lingering)
+            {
+                discard_input(&mut c.stream, &mut self.read_buf);
+            }
+        }
+    }
+
     pub(super) fn begin_shutdown(&mut self) {
         if self.core.shutdown.is_some() {
             return;
@@ -155,6 +193,20 @@ impl Reactor {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// Reads and throws away what the socket holds, until it is empty, the
+/// client's FIN, an error, or [`DISCARD_READS`] reads; the last of these
+/// leaves a client that never pauses to the kernel's reset.
+fn discard_input(stream: &mut Stream, buf: &mut [u8]) {
+    for _ in 0..DISCARD_READS {
+        match stream.read(&mut buf[..READ_CHUNK]) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }

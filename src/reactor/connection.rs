@@ -193,6 +193,15 @@ pub struct Connection {
     pub last_active: Instant,
     /// When the idle wake-up queued for this connection fires, if any.
     pub idle_wake: Option<Instant>,
+    /// Counts stalls: a stall is under way (the unsent output has stayed
+    /// at or over the limit since a write the kernel refused) while the
+    /// count is odd. It goes up by one when a stall starts and by one when
+    /// it ends, and a stall's `Wake::Stall` wake-up carries its odd count,
+    /// so a wake-up left by an earlier stall is told apart. A byte, not an
+    /// `Instant`, keeps the slab entry small; a stale wake-up would need
+    /// 128 stalls within `STALL_GRACE` to be mistaken. A stall that lasts
+    /// `STALL_GRACE` makes the session hear `on_output_full`.
+    pub stall: u8,
 }
 
 impl Connection {
@@ -217,6 +226,25 @@ impl Connection {
             "#{key} {} backpressure on ({pending} bytes pending)", self.service
         );
         true
+    }
+
+    /// Keeps the stall state after a write: a stall starts when the output
+    /// is at or over `high_water` and the kernel refused bytes, and ends as
+    /// soon as the output falls under `high_water`. Returns the new stall's
+    /// number when one starts, for a wake-up `STALL_GRACE` later.
+    pub fn note_stall(&mut self, high_water: usize) -> Option<u8> {
+        let stalled = self.stall % 2 == 1;
+        if self.pending_output() < high_water || self.phase != Phase::Open {
+            if stalled {
+                self.stall = self.stall.wrapping_add(1);
+            }
+            return None;
+        }
+        if !stalled && self.write_blocked {
+            self.stall = self.stall.wrapping_add(1);
+            return Some(self.stall);
+        }
+        None
     }
 
     /// The held input is to be offered again now: asked for, and neither

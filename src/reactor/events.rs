@@ -279,6 +279,29 @@ impl Reactor {
                     }
                 }
             }
+            Wake::Stall(stall) => {
+                let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
+                    return;
+                };
+                let high_water = self.core.limits[conn.service as usize].high_water;
+                // Stale unless the stall that scheduled it is still under
+                // way, so it has lasted the whole grace: a stall that ended
+                // and began again has a wake-up of its own, later. (A new
+                // connection on this key counts from 0 again: a stale
+                // wake-up whose count it matches ends a stall that is
+                // really under way, only early.)
+                if conn.stall == stall
+                    && conn.phase == Phase::Open
+                    && conn.pending_output() >= high_water
+                {
+                    conn.stall = conn.stall.wrapping_add(1);
+                    trace!(
+                        self.core.trace,
+                        "#{key} {} timer fired: output stalled over the limit", conn.service
+                    );
+                    self.call(key, None, |s, cx| s.on_output_full(cx));
+                }
+            }
             Wake::Idle => {
                 let Some(Source::Conn(conn)) = self.sources.get_mut(key) else {
                     return;

@@ -61,9 +61,9 @@
 //! 64 KiB, the same as our `WRITE_BUDGET`).
 //!
 //! The turn itself is bounded too: one `poll()` returns at most
-//! [`EVENTS_PER_TURN`] events. The others stay at the front of the kernel's ready list,
-//! ahead of anything that becomes ready later, and come with the next
-//! `poll()`, so no connection is skipped; but timers, the ready queue and
+//! [`EVENTS_PER_TURN`] events. The others stay at the front of the
+//! kernel's ready list, ahead of anything that becomes ready later, and
+//! come with the next `poll()`, so no connection is skipped; but timers, the ready queue and
 //! the end-of-turn steps get their turn every 256 events instead of after
 //! a thousand. That does not make a saturated loop faster, and a client
 //! whose event is behind a thousand others still waits for all of them:
@@ -184,6 +184,11 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(20);
 /// A turn longer than this is logged unless `Reactor::set_slow_turn` says
 /// otherwise; the same as the default of `limits.slow_turn_ms`.
 const DEFAULT_SLOW_TURN: Duration = Duration::from_millis(50);
+/// How long a connection's unsent output may stay at or over its limit,
+/// from a write the kernel refused, before the session hears
+/// `on_output_full`: the client is then too slow, because it does not
+/// read, not because a burst outran one turn's write budget.
+pub const STALL_GRACE: Duration = Duration::from_secs(2);
 /// Retry delay for a listener paused by descriptor exhaustion.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -411,6 +416,7 @@ impl Reactor {
             self.free_dead();
             self.end_turn();
             if self.shutdown_finished() {
+                self.discard_unread_input();
                 log::info!("stopped");
                 return Ok(());
             }

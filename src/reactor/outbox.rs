@@ -40,7 +40,8 @@
 //! reading, and `pending_output` falls below the low watermark (the
 //! session's `on_output_drained`) only once the range is nearly done: the
 //! moment to queue the next thing. A service whose `max_pending_output` is
-//! below one window will see `on_output_full` for a range on its own.
+//! below one window is paused by a range on its own, and hears
+//! `on_output_full` if the client then stalls.
 //!
 //! A range the file can no longer fill (the file was truncated underneath:
 //! `sendfile` returns 0 before the range is done) cannot be finished

@@ -81,9 +81,11 @@ pub trait Session {
         false
     }
 
-    /// The unsent output passed the service's limit (`max_pending_output`).
-    /// The reactor has already stopped reading this connection (that is
-    /// backpressure); a service may go further and cut the client off.
+    /// The unsent output has stayed at or over the service's limit
+    /// (`max_pending_output`) for `STALL_GRACE` since the kernel refused
+    /// bytes: the client does not read. The reactor stopped reading this
+    /// connection when the limit was reached (that is backpressure); a
+    /// service may go further and cut the client off.
     fn on_output_full(&mut self, cx: &mut Cx<'_>) {
         let _ = cx;
     }

@@ -40,6 +40,9 @@ pub enum Wake {
     Linger,
     /// Try accepting again on a listener paused by descriptor exhaustion.
     Accept,
+    /// See whether the connection's stall with this count is still under
+    /// way (`Connection::stall`): then its client is too slow.
+    Stall(u8),
 }
 
 /// The earliest-first queue of wake-ups.

@@ -10,7 +10,7 @@
 //! leave through one routine, [`Reactor::flush`], which also does the
 //! accounting: the byte counters, `last_active`, `write_blocked` and the
 //! trace line. Nothing here calls back into itself: a callback made during
-//! the pass (`on_output_drained`, `on_output_full`, `on_close`) records its
+//! the pass (`on_output_drained`, `on_close`) records its
 //! output like any other, and the pass's next round writes it.
 //!
 //! # The direct write
@@ -26,17 +26,34 @@
 //! One pass writes at most [`WRITE_BUDGET`] bytes (checked between
 //! `writev` calls, so one call may pass it). After each write the pass
 //! checks the watermarks: at or above the service's `max_pending_output`
-//! (the *high watermark*) the connection stops being read and its session
-//! hears `on_output_full`; at or below a quarter of it (the *low
-//! watermark*) reading resumes. A session that produces output as room
+//! (the *high watermark*) the connection stops being read; at or below a
+//! quarter of it (the *low watermark*) reading resumes.
+//!
+//! # Too slow is judged by the kernel, over time
+//!
+//! Output over the limit does not by itself mean a slow client: one read
+//! of a chat sender can queue many times its size for every member of the
+//! room, while a pass writes at most `WRITE_BUDGET`, so a burst puts a
+//! client that reads at full speed over the limit with the kernel still
+//! taking every byte offered. What marks a client too slow is the kernel
+//! refusing bytes (`WouldBlock`) and the output staying over the limit
+//! from then on: the *stall* starts at such a write
+//! (`Connection::stalled_since`) and ends as soon as the output falls
+//! under the limit. A stall that lasts [`STALL_GRACE`] makes the session
+//! hear `on_output_full` (from a `Wake::Stall` wake-up), and chat cuts the
+//! member off there. Memory stays bounded because sessions that produce
+//! output for others stop producing while a recipient is over the limit
+//! (chat holds its sender's input), and reading stops for a connection
+//! whose own output is over it. A session that produces output as room
 //! appears (chargen) is asked for more with `on_output_drained` while
 //! budget is left; when the budget runs out first, that call is owed to
 //! the next turn (`Connection::drain_owed`).
 
 use super::connection::Phase;
 use super::outbox::Outbox;
+use super::timers::Wake;
 use super::trace::trace_write;
-use super::{CloseReason, Cx, Reactor, Session, Source, WRITE_BUDGET};
+use super::{CloseReason, Cx, Reactor, STALL_GRACE, Session, Source, WRITE_BUDGET};
 
 /// Rounds of one write pass: each round writes, or asks the session for
 /// more, or ends the pass; a session that keeps refilling is stopped by the
@@ -65,11 +82,18 @@ impl Reactor {
             let limits = core.limits[conn.service as usize];
             let pending = conn.pending_output();
 
-            // Backpressure on: the session hears of it, and what it writes
-            // or asks for in answer is handled by the next round.
-            if conn.pause_if_full(key, limits.high_water, core.trace) {
-                self.react(key, |s, cx| s.on_output_full(cx));
-                continue;
+            // Backpressure on: reading stops. The session hears of it only
+            // if the client then takes nothing for `STALL_GRACE` (module
+            // docs), through the wake-up scheduled here.
+            conn.pause_if_full(key, limits.high_water, core.trace);
+            if let Some(stall) = conn.note_stall(limits.high_water) {
+                trace!(
+                    core.trace,
+                    "#{key} {} output stalled over the limit ({pending} bytes pending)",
+                    conn.service
+                );
+                core.timers
+                    .schedule(core.now + STALL_GRACE, key, Wake::Stall(stall));
             }
             // Backpressure off: resume reading, from the ready queue because
             // the readable edge it missed will not come again.
@@ -206,6 +230,20 @@ impl Reactor {
             if conn.read_ready {
                 self.requeue(key);
             }
+        }
+    }
+}
+
+impl Cx<'_> {
+    /// Bytes queued for another connection (token and serial, as for
+    /// [`Cx::send_to`]) and not yet accepted by the kernel; 0 if it is
+    /// gone. Letters sent in this callback are not counted yet: they are
+    /// delivered when it returns. A session that produces output for
+    /// others asks this to stop while a recipient is over its limit.
+    pub fn pending_output_of(&self, token: usize, serial: u64) -> usize {
+        match self.sources.get(token) {
+            Some(Source::Conn(c)) if c.serial == serial => c.pending_output(),
+            _ => 0,
         }
     }
 }

@@ -39,7 +39,7 @@
 //!   Present --/quit or quit------------> * bye, "left", close ---------> Gone
 //!   |  ^  |  --EOF, error--------------> "left" -----------------------> Gone
 //!   '--'  |  --idle--------------------> "left (idle)" ----------------> Gone
-//!  lines, |  --output over the limit---> "left (too slow)", abort -----> Gone
+//!  lines, |  --output stalled----------> "left (too slow)", abort -----> Gone
 //! commands'  --daemon shutting down----> (no notice) ------------------> Gone
 //! ```
 //!
@@ -88,19 +88,39 @@
 //!
 //! # Slow consumers
 //!
-//! Nobody waits for a slow reader: its lines pile up in its own outbox. When
-//! its unsent output passes `chat.max_pending_output` (default 1 MiB), the
-//! reactor calls `on_output_full`, and the member is cut off alone: its room
-//! gets `* <nick> left <room> (too slow)` and its connection is aborted (its
-//! pending output is dropped and a FIN sent; a line the kernel had only
-//! partly taken arrives truncated). A member that stays connected never
-//! misses a line. The cut-off usually happens while the reactor delivers a
-//! broadcast; the notice is delivered after the rest of that broadcast, so
-//! the members before and after the slow one in the room agree on where it
-//! falls. The same rule applies to a member's own replies: a client
-//! that floods `/who` into a large room without reading its answers is cut
-//! off the same way, checked before every line so a single read cannot
-//! build up more than the limit plus one reply.
+//! A member is too slow when it does not read: its unsent output reached
+//! `chat.max_pending_output` (default 1 MiB), the kernel refused to take
+//! more, and the output then stayed at or over the limit for the reactor's
+//! `STALL_GRACE` (2 s). The reactor calls `on_output_full` then, and the
+//! member is cut off alone: its room gets `* <nick> left <room> (too slow)`
+//! and its connection is aborted (its pending output is dropped and a FIN
+//! sent; a line the kernel had only partly taken arrives truncated). A
+//! member that stays connected never misses a line. The notice is a
+//! broadcast like any other, so every member sees it between the same two
+//! lines. Output over the limit alone is not slowness: a burst outruns the
+//! reactor's write budget for a turn (next section) while the client reads
+//! at full speed, and such a member is never cut.
+//!
+//! # Bursts
+//!
+//! One read of `x\n` lines becomes about fifteen times its size in said
+//! lines for every member (the stamp and the nick), while the reactor
+//! writes at most `WRITE_BUDGET` (64 KiB) to a connection per turn. So the
+//! room paces the sender, not the other way round: each callback first
+//! works out the room's *headroom*, how much more every member can be given
+//! before the fullest one reaches the limit, and serves lines only while
+//! its own output (it hears every line it says) has grown by less than
+//! that. A room at the limit is *congested*: the rest of the input stays
+//! with the reactor, the session holds its input (`Cx::hold_input`), so
+//! nothing more is read from the sender and TCP slows it down, and after
+//! [`CONGESTION_RETRY`] (`on_timer`) the held lines are offered again. A
+//! `/msg` to a member at the limit waits the same way, and so do a
+//! member's own replies (`/who` flooded without reading). So a member's
+//! output never passes the limit by more than one line, however large the
+//! burst, and a member that never reads holds its room up for
+//! `STALL_GRACE` at most. Polling the room every few milliseconds while it
+//! is congested is the simple choice; a production server would have the
+//! member that drains wake the senders waiting on it.
 //!
 //! # Fairness of one read
 //!
@@ -114,7 +134,8 @@
 //! again (`Cx::offer_input_again`). The reactor offers it at the next loop
 //! turn, without waiting for new bytes, and reads nothing more from that
 //! client until it is served. Other clients get their turn in between, and
-//! the session keeps no copy of its input.
+//! the session keeps no copy of its input. (The budget bounds the letters of
+//! one callback; the headroom of "Bursts" bounds the bytes.)
 //!
 //! # Decisions PROTOCOL.md leaves open
 //!
@@ -170,6 +191,7 @@ mod line;
 mod rooms;
 
 use std::fmt::{self, Write as _};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -187,6 +209,9 @@ pub const MAX_NAME: usize = 32;
 /// one read"). A letter costs about 48 bytes while it waits for delivery,
 /// so this bounds that transient memory to under a megabyte per callback.
 pub const FANOUT_BUDGET: usize = 16 * 1024;
+/// How long a sender whose room is congested (a member's output at the
+/// limit) waits before its held lines are offered again (see "Bursts").
+pub const CONGESTION_RETRY: Duration = Duration::from_millis(5);
 
 const HELP: &[&str] = &[
     "* commands:",
@@ -243,6 +268,9 @@ enum Stop {
     NeedMore,
     /// Lines remain, but this callback queued enough.
     BudgetSpent,
+    /// Lines remain, but a recipient's output (or our own) is at the
+    /// limit: the rest waits until it has room.
+    Congested,
     /// The member left; the rest of the input is moot.
     Left,
 }
@@ -260,28 +288,38 @@ impl Session {
     fn serve(&mut self, input: &[u8], cx: &mut Cx<'_>) -> (usize, Stop) {
         let mut consumed = 0;
         let mut spent = 0;
+        // Every line said to the room reaches us too, so what our own
+        // output grows by is what each member's grows by (see "Bursts").
+        let start = cx.pending_output();
+        let headroom = room_headroom(cx);
         loop {
             if self.presence != Presence::Present {
                 return (input.len(), Stop::Left);
             }
-            if cx.pending_output() >= cx.output_limit() {
-                // Our own replies passed the limit within this read.
-                self.leave(Departure::TooSlow, cx);
-                return (input.len(), Stop::Left);
-            }
             let rest = &input[consumed..];
-            if spent >= FANOUT_BUDGET && memchr(b'\n', rest).is_some() {
+            let complete = memchr(b'\n', rest).is_some();
+            if complete && cx.pending_output().saturating_sub(start) >= headroom {
+                return (consumed, Stop::Congested);
+            }
+            if spent >= FANOUT_BUDGET && complete {
                 return (consumed, Stop::BudgetSpent);
             }
             let (n, framed) = self.lines.take_line(rest);
-            consumed += n;
             match framed {
-                Framed::Incomplete => return (consumed, Stop::NeedMore),
+                Framed::Incomplete => return (consumed + n, Stop::NeedMore),
                 Framed::TooLong => {
+                    consumed += n;
                     reply_error(cx, ChatError::LineTooLong);
                     spent += 1;
                 }
-                Framed::Line(line) => spent += self.on_line(line, cx).max(1),
+                Framed::Line(line) => {
+                    if addressee_is_full(line, cx) {
+                        // Not taken: the line is served again later.
+                        return (consumed, Stop::Congested);
+                    }
+                    consumed += n;
+                    spent += self.on_line(line, cx).max(1);
+                }
             }
         }
     }
@@ -451,11 +489,24 @@ impl super::Session for Session {
         // Serve straight from the reactor's buffer; a partial line, and
         // the lines past the budget, stay with the reactor.
         let (consumed, stop) = self.serve(input, cx);
-        if stop == Stop::BudgetSpent {
+        match stop {
             // Whole lines wait: offered again at the next turn (module docs).
-            cx.offer_input_again();
+            Stop::BudgetSpent => cx.offer_input_again(),
+            // Whole lines wait for room: nothing more is read from this
+            // client, which slows it down, until `on_timer` looks again.
+            Stop::Congested => {
+                cx.hold_input(true);
+                cx.set_timer(cx.now() + CONGESTION_RETRY);
+            }
+            Stop::NeedMore | Stop::Left => {}
         }
         consumed
+    }
+
+    /// The congestion retry: the held lines are offered again, and held
+    /// again if the room is still full.
+    fn on_timer(&mut self, cx: &mut Cx<'_>) {
+        cx.hold_input(false);
     }
 
     /// The client hung up; an unfinished last line is dropped.
@@ -505,6 +556,45 @@ fn broadcast(cx: &mut Cx<'_>, room: &str, line: Bytes) -> usize {
         cx.token()
     ));
     count
+}
+
+/// How many more bytes every member of our room can be given before the
+/// fullest one reaches the output limit (0 when one is there already).
+/// O(members of the room), once per callback: the same order as one
+/// broadcast to it.
+fn room_headroom(cx: &mut Cx<'_>) -> usize {
+    let limit = cx.output_limit();
+    let me = MemberId::of(cx);
+    let mut fullest = cx.pending_output();
+    let rooms = &mut cx.shared().chat;
+    let Some(room) = rooms.member(me).map(|m| m.room.clone()) else {
+        return limit.saturating_sub(fullest);
+    };
+    let mut members = std::mem::take(&mut rooms.recipients);
+    members.clear();
+    members.extend_from_slice(rooms.members_of(&room));
+    for m in &members {
+        if *m != me {
+            fullest = fullest.max(cx.pending_output_of(m.token, m.serial));
+        }
+    }
+    cx.shared().chat.recipients = members;
+    limit.saturating_sub(fullest)
+}
+
+/// Whether `line` is a `/msg` to a member whose output is at the limit:
+/// a private flood is held like a room's (see "Bursts").
+fn addressee_is_full(line: &[u8], cx: &mut Cx<'_>) -> bool {
+    let Ok(Command::Msg { to, .. }) = std::str::from_utf8(line)
+        .map_err(|_| ())
+        .and_then(|l| parse(l).map_err(|_| ()))
+    else {
+        return false;
+    };
+    let Some(id) = cx.shared().chat.find(to) else {
+        return false;
+    };
+    id != MemberId::of(cx) && cx.pending_output_of(id.token, id.serial) >= cx.output_limit()
 }
 
 /// A `* ...` line.
