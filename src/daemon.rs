@@ -15,6 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::config::{self, Config, ListenAddr, Overrides};
 use crate::reactor::{Bound, ListenSocket, Reactor};
@@ -100,9 +101,11 @@ fn serve(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let exposure = exposure_warnings(&config, &listening);
+    let slow_turn_ms = config.limits.slow_turn_ms;
     let shared = Shared::new(config).map_err(|e| e.to_string())?;
     let mut reactor =
         Reactor::new(bound, shared, max_connections, args.trace).map_err(|e| e.to_string())?;
+    reactor.set_slow_turn(Duration::from_millis(slow_turn_ms));
     let mut ready = Ready::new();
     for l in &listening {
         log::info!("listening {} {} {}", l.service, l.transport, l.shown);

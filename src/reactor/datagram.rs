@@ -60,6 +60,7 @@ impl Reactor {
                 "#{key} {} udp {from} datagram of {n} bytes", u.service
             );
             core.reply_buf.clear();
+            core.turn.callbacks[u.service as usize] += 1;
             let datagram = &self.read_buf[..n];
             if !core
                 .shared

@@ -324,16 +324,15 @@ pub struct Program {
 }
 
 impl Program {
-    /// Starts the program and registers its pipes and exit with the reactor.
+    /// The command that starts the program: argv, a clean environment, its
+    /// own process group, pipes, and [`start_clean`] in the child.
     ///
-    /// `fork`/`exec` happen right here, on the loop thread: std waits only
-    /// until the new program has been *executed* (or failed to be), which
-    /// takes well under a millisecond. A daemon spawning thousands of
-    /// programs a second might hand that to a helper thread.
-    ///
-    /// On failure after the program started (registration failed), the
-    /// program is stopped and returned for the reaper.
-    pub fn spawn(launch: &Launch, cx: &mut Cx<'_>) -> Result<Program, (Refusal, Option<Dying>)> {
+    /// It is spawned on the helper pool, not here (see the session): the
+    /// `pre_exec` step makes std `fork()` the daemon rather than use
+    /// `posix_spawn`, and a fork copies the page tables of the whole
+    /// process, a cost that grows with the daemon's memory and that every
+    /// client would wait out if the loop paid it.
+    pub fn command(launch: &Launch, cgroup: Option<&Cgroup>) -> std::process::Command {
         let mut command = std::process::Command::new(&launch.program);
         command
             .arg0(&launch.argv[0])
@@ -354,24 +353,37 @@ impl Program {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // Its own cgroup too, where the daemon may make one: a process
-        // group can be left, a cgroup cannot (see `sys`).
-        let mut cgroup = cx.shared().exec.new_cgroup();
-        sys::prepare_child(&mut command, cgroup.as_ref().and_then(Cgroup::procs_fd));
-        let spawned = command.spawn();
-        if let Some(cgroup) = cgroup.as_mut() {
-            cgroup.joined();
+        // group can be left, a cgroup cannot (see `sys`). The child joins
+        // it through `cgroup.procs`, which must stay open until the spawn
+        // is over (`Cgroup::joined`).
+        sys::prepare_child(&mut command, cgroup.and_then(Cgroup::procs_fd));
+        command
+    }
+
+    /// What the client is told when [`Program::command`] failed to spawn.
+    pub fn refusal(launch: &Launch, e: &io::Error) -> Refusal {
+        if e.kind() == io::ErrorKind::NotFound {
+            Refusal::NotFound(launch.argv[0].clone())
+        } else {
+            Refusal::SpawnFailed {
+                program: launch.argv[0].clone(),
+                error: e.to_string(),
+            }
         }
-        let mut child = spawned.map_err(|e| {
-            let refusal = if e.kind() == io::ErrorKind::NotFound {
-                Refusal::NotFound(launch.argv[0].clone())
-            } else {
-                Refusal::SpawnFailed {
-                    program: launch.argv[0].clone(),
-                    error: e.to_string(),
-                }
-            };
-            (refusal, None)
-        })?;
+    }
+
+    /// Takes over a program spawned from [`Program::command`], with the
+    /// cgroup it joined: registers its pipes and exit with the reactor, and
+    /// sets its timeout from now.
+    ///
+    /// On failure (registration failed), the program is stopped and
+    /// returned for the reaper.
+    pub fn attach_child(
+        mut child: Child,
+        cgroup: Option<Cgroup>,
+        launch: &Launch,
+        cx: &mut Cx<'_>,
+    ) -> Result<Program, (Refusal, Option<Dying>)> {
         let now = cx.now();
         let pid = child.id();
         let stdout = child.stdout.take().map(Receiver::from);
