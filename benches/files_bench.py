@@ -33,7 +33,7 @@ on disk at a time, and it says so before it starts if they do not fit.
 
 Rates are MiB/s of wall time per command, login included. CPU is utime +
 stime: the daemon's from /proc/PID/stat before and after, the client's from
-wait4(2), in microseconds per MiB moved. Every temporary file, directory
+its rusage once reaped, in microseconds per MiB moved. Every temporary file, directory
 and process is removed at the end, also after a failure or Ctrl-C.
 """
 
