@@ -106,6 +106,7 @@
 //! after it. Until the next `run`, such frames are dropped without an
 //! error frame, as bytes written to a pipe whose reader has exited are.
 
+pub mod launch;
 pub mod program;
 pub mod reaper;
 pub mod request;
@@ -125,7 +126,8 @@ use crate::auth::handshake::{self, AuthFailure};
 use crate::auth::{Challenge, Key};
 use crate::codec::frame::{self, FrameDecoder, FrameError, Header, Item};
 use crate::reactor::{JobError, JobOutput};
-use program::{Launch, STDIN_BACKLOG};
+use launch::Launch;
+use program::STDIN_BACKLOG;
 use request::{Refusal, Request, RequestError};
 use running::{Launcher, RunningProgram, Spawner};
 pub use shared::ExecShared;
@@ -355,7 +357,7 @@ impl Session {
             refuse(&Refusal::Busy(config.max_running), cx);
             return;
         }
-        let (program, argv) = match program::resolve(
+        let (program, argv) = match launch::resolve(
             &run.command,
             &config.allow,
             config.allow_shell,

@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::Cx;
-use super::program::{Launch, Program};
+use super::launch::Launch;
+use super::program::Program;
 use super::reaper::{self, Dying};
 use super::request::{Exit, Refusal, Signal};
 use super::sys::{self, Cgroup};

@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
 use super::Cx;
-use super::program::{Launch, STDIN_BACKLOG};
+use super::launch::Launch;
+use super::program::STDIN_BACKLOG;
 use super::reaper::Dying;
 use super::request::{Exit, Signal};
 use super::running::{Launched, Launcher, RunningProgram};
