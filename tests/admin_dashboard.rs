@@ -187,10 +187,19 @@ fn the_charts_draw_and_move_as_load_arrives() {
     assert!(page.chart_last("turns", "loop") > 0.0);
     let busy = page.chart_last("busy", "loop");
     assert!(busy > 0.0 && busy <= 100.0, "busy {busy} %");
-    // No per-service message counter in /stats: the chart says so.
-    if stats(&d)["services"]["echo"].get("messages").is_none() {
-        assert_eq!(page.chart_state("messages"), "placeholder");
-    }
+    // Messages per second per service, from `messages_received`: echo's
+    // rose with the load, quiet services stay flat.
+    assert_eq!(page.chart_state("messages"), "drawn");
+    assert!(
+        page.chart_values("messages", "echo")
+            .iter()
+            .any(|v| *v > 0.0)
+    );
+    assert!(
+        page.chart_values("messages", "chargen")
+            .iter()
+            .all(|v| *v == 0.0)
+    );
 }
 
 /// The turn histogram draws `loop.turn_histogram`: one bar per bucket

@@ -54,7 +54,9 @@ impl Reactor {
                     continue;
                 }
             };
-            core.metrics.service_mut(u.service).bytes_received += n as u64;
+            let counters = core.metrics.service_mut(u.service);
+            counters.bytes_received += n as u64;
+            counters.messages_received += 1;
             trace!(
                 core.trace,
                 "#{key} {} udp {from} datagram of {n} bytes", u.service

@@ -34,6 +34,11 @@ pub struct ServiceCounters {
     pub connections_rejected: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
+    /// Units of input handed to the service: one per read that brought
+    /// bytes, one per datagram. TCP may split or merge what a client wrote,
+    /// so this counts the daemon's work, not the client's messages; for a
+    /// request-reply load (an echo at depth 1) the two are the same.
+    pub messages_received: u64,
 }
 
 /// Everything the loop counts.

@@ -71,7 +71,7 @@ impl fmt::Display for Value {
 
 /// The figures each service has, labelled `service="<name>"` in
 /// `/metrics` and keyed by name in `/stats`.
-const SERVICE_FIGURES: [Figure<ServiceCounters>; 5] = [
+const SERVICE_FIGURES: [Figure<ServiceCounters>; 6] = [
     Figure {
         metric: "socketlab_connections_open",
         field: "connections_open",
@@ -106,6 +106,13 @@ const SERVICE_FIGURES: [Figure<ServiceCounters>; 5] = [
         kind: Kind::Counter,
         help: "Bytes sent to clients, datagrams included.",
         read: |c| Value::Count(c.bytes_sent),
+    },
+    Figure {
+        metric: "socketlab_messages_received_total",
+        field: "messages_received",
+        kind: Kind::Counter,
+        help: "Units of input handed to the service: reads that brought bytes, and datagrams.",
+        read: |c| Value::Count(c.messages_received),
     },
 ];
 
@@ -299,6 +306,7 @@ pub(super) fn fixture() -> (Metrics, Instant) {
         connections_rejected: 1,
         bytes_received: 1234,
         bytes_sent: 1200,
+        messages_received: 9,
     };
     m.service_mut(ServiceId::Admin).connections_open = 1;
     m.iterations = 40;
@@ -375,6 +383,7 @@ mod tests {
                 "connections_rejected": 1,
                 "bytes_received": 1234,
                 "bytes_sent": 1200,
+                "messages_received": 9,
             })
         );
         assert_eq!(v["services"].as_object().unwrap().len(), 2);
