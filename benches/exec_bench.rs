@@ -17,6 +17,9 @@
 //!    frames, against reading the same command's output through a local pipe.
 //!
 //! The ratios are the daemon's overhead: framing, the loop, the socket.
+//! After the first part it prints the daemon's longest loop turn so far
+//! (`max_turn_seconds` from `GET /stats`): how long starting programs
+//! kept every other client waiting.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -38,7 +41,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut daemon = start_daemon(&dir);
-    let addr = wait_for_addr(&dir.join("ready.json"));
+    let (addr, admin) = wait_for_addrs(&dir.join("ready.json"));
     let key = auth::load(&dir.join("data/secret.key")).expect("key").key;
 
     let mut client = Client::connect(&addr, &key);
@@ -63,6 +66,10 @@ fn main() {
     println!(
         "  ratio               {:>10.2}",
         per_s(remote) / per_s(local)
+    );
+    println!(
+        "  daemon's longest turn {:>8.2} ms",
+        max_turn_seconds(&admin) * 1e3
     );
 
     // 2. Streaming throughput.
@@ -208,14 +215,35 @@ fn start_daemon(dir: &Path) -> std::process::Child {
         })
 }
 
-fn wait_for_addr(ready: &Path) -> String {
+/// The exec and admin addresses from the ready file.
+fn wait_for_addrs(ready: &Path) -> (String, String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(ready) {
             let v: serde_json::Value = serde_json::from_str(&text).expect("ready JSON");
-            return v["exec"]["tcp"].as_str().expect("exec address").to_string();
+            let addr = |service: &str| {
+                v[service]["tcp"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{service} address"))
+                    .to_string()
+            };
+            return (addr("exec"), addr("admin"));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("the daemon did not become ready");
+}
+
+/// `loop.max_turn_seconds` from the daemon's `GET /stats`.
+fn max_turn_seconds(admin: &str) -> f64 {
+    let mut s = TcpStream::connect(admin).expect("connect to admin");
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .expect("send request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("read response");
+    let (_, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let v: serde_json::Value = serde_json::from_str(body).expect("stats JSON");
+    v["loop"]["max_turn_seconds"]
+        .as_f64()
+        .expect("max_turn_seconds")
 }

@@ -15,6 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -123,6 +124,7 @@ fn serve(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let exposure = exposure_warnings(&config, &listening);
+    let slow_turn = Duration::from_millis(config.limits.slow_turn_ms);
     let group = Arc::new(Group::new(
         reactors,
         max_connections,
@@ -132,12 +134,14 @@ fn serve(args: Args) -> Result<(), String> {
         config: sibling_config(&config),
         max_connections,
         trace: args.trace,
+        slow_turn,
         group: group.clone(),
     };
     let shared = Shared::new(config).map_err(|e| e.to_string())?;
-    let reactor = Reactor::new(bound, shared, max_connections, args.trace)
+    let mut reactor = Reactor::new(bound, shared, max_connections, args.trace)
         .map_err(|e| e.to_string())?
         .join(group, 0);
+    reactor.set_slow_turn(slow_turn);
     let threads = siblings.start(sibling_sockets)?;
     let mut ready = Ready::new();
     for l in &listening {
@@ -179,6 +183,8 @@ struct Siblings {
     config: Config,
     max_connections: usize,
     trace: bool,
+    /// `limits.slow_turn_ms`, which every reactor logs against.
+    slow_turn: Duration,
     group: Arc<Group>,
 }
 
@@ -197,6 +203,7 @@ impl Siblings {
             let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
             let (config, group) = (self.config.clone(), self.group.clone());
             let (max_connections, trace) = (self.max_connections, self.trace);
+            let slow_turn = self.slow_turn;
             let thread = std::thread::Builder::new()
                 .name(format!("reactor-{index}"))
                 .spawn(move || {
@@ -205,7 +212,9 @@ impl Siblings {
                     match built {
                         Ok(reactor) => {
                             let _ = built_tx.send(Ok(()));
-                            reactor.join(group, index).run()
+                            let mut reactor = reactor.join(group, index);
+                            reactor.set_slow_turn(slow_turn);
+                            reactor.run()
                         }
                         Err(e) => {
                             let _ = built_tx.send(Err(e.to_string()));

@@ -247,6 +247,8 @@ fn metrics_count_the_bytes_moved_through_echo() {
         ("socketlab_loop_max_turn_seconds", "gauge"),
         ("socketlab_loop_busy_seconds_total", "counter"),
         ("socketlab_uptime_seconds", "gauge"),
+        ("socketlab_loop_turn_seconds", "histogram"),
+        ("socketlab_messages_received_total", "counter"),
     ];
     for (name, kind) in expected_types {
         assert_eq!(e.types.get(name).map(String::as_str), Some(kind), "{name}");
@@ -299,6 +301,12 @@ fn stats_give_the_same_figures_as_json() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let v = r.json();
+    // One datagram, and the 777 bytes in at least one read (TCP may split
+    // them, so the count of reads is not fixed).
+    let messages = v["services"]["echo"]["messages_received"]
+        .as_u64()
+        .expect("messages_received");
+    assert!((2..=778).contains(&messages), "{messages} messages");
     assert_eq!(
         v["services"]["echo"],
         serde_json::json!({
@@ -307,6 +315,7 @@ fn stats_give_the_same_figures_as_json() {
             "connections_rejected": 0,
             "bytes_received": 800,
             "bytes_sent": 800,
+            "messages_received": messages,
         })
     );
     let mut reported: Vec<String> = v["services"].as_object().unwrap().keys().cloned().collect();

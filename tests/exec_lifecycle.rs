@@ -270,3 +270,46 @@ fn pipes_held_by_a_process_that_left_the_group_are_given_up_after_kill() {
         b"next\n"
     );
 }
+
+#[test]
+fn a_connection_closed_right_after_run_gives_its_running_slot_back() {
+    // The program is spawned off the loop; a client gone before the spawn
+    // is done (or just after) must not keep the only slot taken.
+    let d = Daemon::start(&["--set", "exec.max_running=1"]);
+    let mut a = login(&d);
+    send(&mut a, &argv(&["sleep", "30"]));
+    drop(a);
+    let mut b = login(&d);
+    let mut answers = Vec::new();
+    let ran = wait_until(|| {
+        send(&mut b, &argv(&["true"]));
+        let reply = recv(&mut b);
+        if reply["type"] == "started" {
+            return exit_summary(&collect(&mut b).exit).0 == json!(0);
+        }
+        answers.push(reply);
+        false
+    });
+    assert!(ran, "the slot never came back: {answers:?}");
+    assert!(answers.iter().all(|e| e["code"] == "busy"), "{answers:?}");
+}
+
+#[test]
+fn frames_sent_right_behind_a_run_reach_the_program_in_order() {
+    // While the program is being spawned its stdin does not exist yet;
+    // the frames behind the `run` wait and are delivered once it does.
+    let d = Daemon::start(&[]);
+    let mut s = login(&d);
+    send(
+        &mut s,
+        &json!({"type": "run", "argv": ["cat"], "stdin": true}),
+    );
+    send_stdin(&mut s, b"first ").unwrap();
+    send_stdin(&mut s, b"second").unwrap();
+    send(&mut s, &json!({"type": "stdin_eof"}));
+    let started = recv(&mut s);
+    assert_eq!(started["type"], "started", "{started}");
+    let out = collect(&mut s);
+    assert_eq!(out.stdout, b"first second");
+    assert_eq!(exit_summary(&out.exit).0, json!(0));
+}

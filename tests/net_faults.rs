@@ -1,4 +1,4 @@
-//! The daemon on an imperfect network: echo, chat and exec across a lossy,
+//! The daemon on an imperfect network: echo, chat, exec and files across a lossy,
 //! rate-limited or vanishing link, and through a proxy that delays, slices,
 //! stalls and resets (see tests/net_support for the lab and the proxy, and
 //! docs/testing.md for what the suite proves).
@@ -128,6 +128,39 @@ fn exec_over_a_lossy_link_returns_the_whole_output() {
 }
 
 #[test]
+fn files_over_a_lossy_link_put_and_get_every_byte() {
+    let Some(lab) = Lab::new() else { return };
+    let d = lab.start_daemon(&[]);
+    lab.drop_randomly(5);
+    let retrans_before = lab.retransmitted_segments();
+    let local = tempfile::tempdir().unwrap();
+    let data = pattern(2 << 20);
+    let (up, back) = (local.path().join("up.bin"), local.path().join("back.bin"));
+    std::fs::write(&up, &data).unwrap();
+
+    let addr = d.addr_str("files", "tcp");
+    let data_dir = d.data_dir().display().to_string();
+    let files = |args: &[&str]| {
+        let mut all = vec!["files", "--addr", &addr, "--data-dir", &data_dir];
+        all.extend_from_slice(args);
+        lab.run_client(&all)
+    };
+    let (put, _) = files(&["put", up.to_str().unwrap(), "/f.bin"]);
+    let (get, _) = files(&["get", "/f.bin", back.to_str().unwrap()]);
+
+    assert!(lab.dropped_packets() > 0, "the nft rule dropped nothing");
+    assert!(
+        lab.retransmitted_segments() > retrans_before,
+        "no retransmission"
+    );
+    assert_eq!((put, get), (0, 0), "socketlab files failed: {}", d.stderr());
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the file came back changed"
+    );
+}
+
+#[test]
 fn a_peer_silenced_mid_transfer_is_timed_out_and_cleaned_up() {
     let Some(lab) = Lab::new() else { return };
     let d = lab.start_daemon(IDLE);
@@ -249,6 +282,84 @@ fn exec_through_single_byte_slices_returns_the_whole_output() {
 }
 
 #[test]
+fn files_through_single_byte_slices_put_and_get_every_byte() {
+    let d = Daemon::start(&[]);
+    let proxy = Proxy::start(
+        d.tcp("files"),
+        Fault {
+            slice: true,
+            ..Fault::default()
+        },
+    );
+    let local = tempfile::tempdir().unwrap();
+    let data = pattern(20_000);
+    let (up, back) = (local.path().join("up.bin"), local.path().join("back.bin"));
+    std::fs::write(&up, &data).unwrap();
+
+    let put = files_client(
+        &proxy.addr.to_string(),
+        &d,
+        &["put", up.to_str().unwrap(), "/f"],
+    );
+    let get = files_client(
+        &proxy.addr.to_string(),
+        &d,
+        &["get", "/f", back.to_str().unwrap()],
+    );
+
+    assert!(
+        proxy.count(|c| &c.writes) >= proxy.count(|c| &c.bytes_down),
+        "the proxy did not write byte by byte"
+    );
+    assert!(put.status.success(), "put: {put:?}");
+    assert!(get.status.success(), "get: {get:?}");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the file came back changed"
+    );
+}
+
+#[test]
+fn a_put_reset_mid_transfer_resumes_from_what_reached_the_daemon() {
+    let d = Daemon::start(&[]);
+    let proxy = Proxy::start(
+        d.tcp("files"),
+        Fault {
+            reset_after: Some(300_000),
+            ..Fault::default()
+        },
+    );
+    let local = tempfile::tempdir().unwrap();
+    let data = pattern(1 << 20);
+    let up = local.path().join("up.bin");
+    std::fs::write(&up, &data).unwrap();
+
+    let cut = files_client(
+        &proxy.addr.to_string(),
+        &d,
+        &["put", up.to_str().unwrap(), "/f"],
+    );
+    assert!(proxy.count(|c| &c.resets) > 0, "the proxy reset nothing");
+    assert!(!cut.status.success(), "a reset put succeeded: {cut:?}");
+    // The daemon notices the reset and keeps the upload on record; the
+    // same put again, straight to the daemon, resumes past the start.
+    let direct = d.addr_str("files", "tcp");
+    let resumed = wait_until(|| {
+        let out = files_client(&direct, &d, &["--json", "put", up.to_str().unwrap(), "/f"]);
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        out.status.success() && answer["offset"].as_u64().is_some_and(|k| k > 0)
+    });
+    assert!(resumed, "no put resumed: {}", d.stderr());
+    let back = local.path().join("back.bin");
+    let get = files_client(&direct, &d, &["get", "/f", back.to_str().unwrap()]);
+    assert!(get.status.success(), "get: {get:?}");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the file came back changed"
+    );
+}
+
+#[test]
 fn a_slow_link_is_not_cut_by_the_idle_timeout_while_the_client_talks() {
     let d = Daemon::start(IDLE);
     let proxy = Proxy::start(
@@ -332,6 +443,17 @@ fn a_reset_mid_transfer_is_cleaned_up() {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
+
+/// Runs `socketlab files --addr ADDR` as the daemon's demo user.
+fn files_client(addr: &str, d: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_socketlab"))
+        .args(["files", "--addr", addr, "--data-dir"])
+        .arg(d.data_dir())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run socketlab files")
+}
 
 fn connect(addr: std::net::SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");

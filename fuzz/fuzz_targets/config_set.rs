@@ -1,4 +1,4 @@
-//! `socketlab serve --set KEY=VALUE` (src/config.rs): any text as one
+//! `socketlab serve --set KEY=VALUE` (src/config/): any text as one
 //! `--set`, through the same loading, schema check and validation the
 //! daemon does at start. A refusal is fine; a panic is not.
 //!
@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(config) = config::load(None, &[set.to_string()], &Overrides::default()) {
         // What loaded prints and loads again (`--print-config`).
-        let _ = config.to_toml();
+        let _ = config.to_toml(None);
     }
 });

@@ -164,6 +164,25 @@ impl Throttle {
             .is_some_and(|record| record.is_locked(now))
     }
 
+    /// Counts a failed handshake from `peer` at `now` (a Unix-socket
+    /// client, with no address, is not counted) and logs it as `what`
+    /// failed from `who` for `reason`, with the lock if this failure set it.
+    /// Every failure is logged with the peer address (PROTOCOL.md §5.2).
+    pub fn count_failure(
+        &mut self,
+        peer: Option<IpAddr>,
+        now: Instant,
+        what: &str,
+        who: &str,
+        reason: &str,
+    ) {
+        let locked = peer.is_some_and(|ip| self.record_failure(ip, now));
+        log::warn!(
+            "{what} from {who}: {reason}{}",
+            if locked { "; address locked out" } else { "" }
+        );
+    }
+
     /// Counts a failed handshake from `ip` at `now`, and returns whether the
     /// address is locked after it (so the caller can log the lock).
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {

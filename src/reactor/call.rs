@@ -175,6 +175,7 @@ pub(super) fn invoke<R>(
     }
     let mut session = conn.session.take()?;
     let service = conn.service;
+    core.turn.callbacks[service as usize] += 1;
     let serial = conn.serial;
     let mut cx = Cx {
         back: super::Back::Reactor { core, sources },

@@ -54,12 +54,15 @@ impl Reactor {
                     continue;
                 }
             };
-            core.metrics.service_mut(u.service).bytes_received += n as u64;
+            let counters = core.metrics.service_mut(u.service);
+            counters.bytes_received += n as u64;
+            counters.messages_received += 1;
             trace!(
                 core.trace,
                 "#{key} {} udp {from} datagram of {n} bytes", u.service
             );
             core.reply_buf.clear();
+            core.turn.callbacks[u.service as usize] += 1;
             let datagram = &self.read_buf[..n];
             if !core
                 .shared

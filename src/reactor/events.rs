@@ -40,6 +40,7 @@ impl Reactor {
         m.iterations += 1;
         m.last_turn_events = self.events.iter().count() as u64;
         m.events += m.last_turn_events;
+        self.core.turn.begin(m);
         // A turn with nothing to do (a wake-up only to check the shutdown)
         // prints no header; one woken by a due timer does, so the lines
         // its timer prints are not taken for the previous turn's.
@@ -104,6 +105,7 @@ impl Reactor {
     /// Step 5: the wake-ups that are due.
     pub(super) fn fire_timers(&mut self) {
         while let Some((key, wake)) = self.core.timers.pop_due(self.core.now) {
+            self.core.turn.timers += 1;
             self.fire(key, wake);
             self.deliver_mail();
         }
@@ -116,14 +118,28 @@ impl Reactor {
         self.core.shared_wake = self.core.shared.poll(self.core.now);
     }
 
-    /// The turn's figures for the admin endpoint.
+    /// The turn's figures for the admin endpoint, and a log line if the
+    /// turn was slow, saying what it did (Redis's latency monitor keeps
+    /// such samples; one line per slow turn is enough here).
     pub(super) fn end_turn(&mut self) {
         let m = &mut self.core.metrics;
         m.last_turn = self.core.now.elapsed();
         m.max_turn = m.max_turn.max(m.last_turn);
         m.busy += m.last_turn;
+        m.turn_histogram.record(m.last_turn);
         if self.core.group.reactors() > 1 {
             self.core.group.publish(self.core.index, m);
+        }
+        if m.last_turn > self.core.slow_turn {
+            log::warn!(
+                "slow turn {}: {:.3} ms (limits.slow_turn_ms = {}): {}",
+                m.iterations,
+                m.last_turn.as_secs_f64() * 1e3,
+                self.core.slow_turn.as_millis(),
+                self.core
+                    .turn
+                    .describe(m, m.last_turn_events, self.core.ready.len())
+            );
         }
     }
 

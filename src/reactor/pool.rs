@@ -516,6 +516,7 @@ impl Reactor {
     /// `on_close`, goes to its cleanup instead.
     pub(super) fn deliver_jobs(&mut self) {
         for done in self.core.pool.take_completed() {
+            self.core.turn.jobs += 1;
             let listening = matches!(
                 self.sources.get(done.token),
                 Some(Source::Conn(c)) if c.serial == done.serial && !c.told_close

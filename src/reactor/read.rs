@@ -70,7 +70,9 @@ impl Reactor {
                 }
             }
             Ok(n) => {
-                core.metrics.service_mut(conn.service).bytes_received += n as u64;
+                let counters = core.metrics.service_mut(conn.service);
+                counters.bytes_received += n as u64;
+                counters.messages_received += 1;
                 trace!(core.trace, "#{key} {} read {n} bytes", conn.service);
                 if conn.phase == Phase::Open {
                     conn.last_active = core.now;

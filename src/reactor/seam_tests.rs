@@ -376,3 +376,39 @@ fn a_file_cut_short_ends_the_connection_after_what_it_had() {
     assert_eq!(seen.borrow().closed, [CloseReason::Error]);
     assert!(!matches!(r.sources.get(key), Some(Source::Conn(c)) if c.phase != Phase::Dead));
 }
+
+/// One `poll()` returns at most `EVENTS_PER_TURN` events; the rest come
+/// with the next one, so a turn's work is bounded and nobody is skipped.
+#[test]
+fn a_poll_returns_at_most_a_turns_worth_of_events_and_the_next_gets_the_rest() {
+    let mut r = Reactor::new(Vec::new(), NoServices, 1_000, false).unwrap();
+    let extra = 44;
+    let clients: Vec<(usize, UnixStream)> = (0..EVENTS_PER_TURN + extra)
+        .map(|_| {
+            let (key, _, client) = connect(&mut r);
+            (key, client)
+        })
+        .collect();
+    // Registration reports every socket writable once: take those first.
+    let mut drained = false;
+    for _ in 0..100 {
+        r.poll.poll(&mut r.events, Some(Duration::ZERO)).unwrap();
+        if r.events.is_empty() {
+            drained = true;
+            break;
+        }
+    }
+    assert!(drained, "the initial events never ran out");
+    for (_, client) in &clients {
+        (&*client).write_all(b"x").unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    r.poll.poll(&mut r.events, Some(WAIT)).unwrap();
+    assert_eq!(r.events.iter().count(), EVENTS_PER_TURN);
+    seen.extend(r.events.iter().map(|e| e.token().0));
+    r.poll.poll(&mut r.events, Some(WAIT)).unwrap();
+    assert_eq!(r.events.iter().count(), extra);
+    seen.extend(r.events.iter().map(|e| e.token().0));
+    let keys: std::collections::HashSet<usize> = clients.iter().map(|(k, _)| *k).collect();
+    assert_eq!(seen, keys, "every connection's event came, once");
+}

@@ -74,7 +74,7 @@ impl fmt::Display for Value {
 
 /// The figures each service has, labelled `service="<name>"` in
 /// `/metrics` and keyed by name in `/stats`.
-const SERVICE_FIGURES: [Figure<ServiceCounters>; 5] = [
+const SERVICE_FIGURES: [Figure<ServiceCounters>; 6] = [
     Figure {
         metric: "socketlab_connections_open",
         field: "connections_open",
@@ -109,6 +109,13 @@ const SERVICE_FIGURES: [Figure<ServiceCounters>; 5] = [
         kind: Kind::Counter,
         help: "Bytes sent to clients, datagrams included.",
         read: |c| Value::Count(c.bytes_sent),
+    },
+    Figure {
+        metric: "socketlab_messages_received_total",
+        field: "messages_received",
+        kind: Kind::Counter,
+        help: "Units of input handed to the service: reads that brought bytes, and datagrams.",
+        read: |c| Value::Count(c.messages_received),
     },
 ];
 
@@ -181,6 +188,12 @@ const LOOP_FIGURES: [Figure<LoopFigures>; 7] = [
     },
 ];
 
+/// The turn histogram's Prometheus name (`_bucket`, `_sum` and `_count`
+/// are added); in `/stats` it is `loop.turn_histogram`.
+const TURN_HISTOGRAM_METRIC: &str = "socketlab_loop_turn_seconds";
+const TURN_HISTOGRAM_HELP: &str =
+    "Loop turns by the time they spent working, from poll() returning to the next poll().";
+
 impl Figures<'_> {
     /// The Prometheus text exposition format, version 0.0.4: per metric a
     /// `# HELP` and a `# TYPE` line, then one sample line per label set.
@@ -230,7 +243,25 @@ impl Figures<'_> {
                 );
             }
         }
+        self.write_turn_histogram(&mut out);
         out
+    }
+
+    /// The turn histogram, a Prometheus `histogram`: one cumulative
+    /// `_bucket` line per bound of `TURN_BUCKETS`, then `+Inf`, `_sum` and
+    /// `_count`. It is not a `Figure` because it is many numbers, but its
+    /// names stand next to the table's, here and in `json`.
+    fn write_turn_histogram(&self, out: &mut String) {
+        let h = &self.metrics.turn_histogram;
+        let name = TURN_HISTOGRAM_METRIC;
+        let _ = writeln!(out, "# HELP {name} {TURN_HISTOGRAM_HELP}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, n) in h.cumulative() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", Value::Seconds(bound));
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+        let _ = writeln!(out, "{name}_sum {}", Value::Seconds(h.sum()));
+        let _ = writeln!(out, "{name}_count {}", h.count());
     }
 
     /// The `/stats` object. Every name is a constant of this file and
@@ -245,6 +276,26 @@ impl Figures<'_> {
         }
         out.push_str("},\"loop\":");
         write_object(&mut out, &LOOP_FIGURES, &self.loop_figures());
+        // The histogram goes inside the loop's object, as its last field:
+        // cumulative buckets like Prometheus', the overflow bucket left out
+        // (JSON has no infinity; `count` is its value).
+        out.pop();
+        let h = &self.metrics.turn_histogram;
+        out.push_str(",\"turn_histogram\":{\"buckets\":[");
+        for (i, (bound, n)) in h.cumulative().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(
+                out,
+                "{comma}{{\"le\":{},\"count\":{n}}}",
+                Value::Seconds(bound)
+            );
+        }
+        let _ = write!(
+            out,
+            "],\"sum\":{},\"count\":{}}}}}",
+            Value::Seconds(h.sum()),
+            h.count()
+        );
         out.push_str(",\"reactors\":[");
         for (i, m) in self.reactors.iter().enumerate() {
             let comma = if i == 0 { "" } else { "," };
@@ -307,6 +358,7 @@ pub(super) fn fixture() -> (Metrics, Instant) {
         connections_rejected: 1,
         bytes_received: 1234,
         bytes_sent: 1200,
+        messages_received: 9,
     };
     m.service_mut(ServiceId::Admin).connections_open = 1;
     m.iterations = 40;
@@ -385,6 +437,7 @@ mod tests {
                 "connections_rejected": 1,
                 "bytes_received": 1234,
                 "bytes_sent": 1200,
+                "messages_received": 9,
             })
         );
         assert_eq!(v["services"].as_object().unwrap().len(), 2);
@@ -392,6 +445,45 @@ mod tests {
         assert_eq!(v["loop"]["events"], 77);
         assert_eq!(v["loop"]["uptime_seconds"], 2.5);
         assert_eq!(v["loop"]["max_turn_seconds"], 0.003);
+    }
+
+    #[test]
+    fn the_turn_histogram_is_cumulative_in_both_formats() {
+        use crate::reactor::metrics::TURN_BUCKETS;
+        let (mut metrics, now) = fixture();
+        for micros in [30, 800, 3_000, 2_000_000] {
+            metrics.turn_histogram.record(Duration::from_micros(micros));
+        }
+        let figures = Figures {
+            metrics: &metrics,
+            hosted: &[ServiceId::Echo],
+            now,
+            reactors: &[],
+        };
+        let text = figures.prometheus();
+        for expected in [
+            "# TYPE socketlab_loop_turn_seconds histogram\n",
+            "socketlab_loop_turn_seconds_bucket{le=\"0.00005\"} 1\n",
+            "socketlab_loop_turn_seconds_bucket{le=\"0.001\"} 2\n",
+            "socketlab_loop_turn_seconds_bucket{le=\"0.005\"} 3\n",
+            "socketlab_loop_turn_seconds_bucket{le=\"1\"} 3\n",
+            "socketlab_loop_turn_seconds_bucket{le=\"+Inf\"} 4\n",
+            "socketlab_loop_turn_seconds_sum 2.00383\n",
+            "socketlab_loop_turn_seconds_count 4\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&figures.json()).expect("valid JSON");
+        let h = &v["loop"]["turn_histogram"];
+        let buckets = h["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), TURN_BUCKETS.len());
+        assert_eq!(buckets[0], serde_json::json!({"le": 0.00005, "count": 1}));
+        assert_eq!(buckets[4], serde_json::json!({"le": 0.001, "count": 2}));
+        assert_eq!(buckets[13]["le"].as_f64(), Some(1.0));
+        assert_eq!(buckets[13]["count"], 3);
+        assert_eq!(h["count"], 4);
+        assert_eq!(h["sum"], 2.00383);
+        assert_eq!(v["loop"]["iterations"], 40, "the loop's other fields stay");
     }
 
     #[test]

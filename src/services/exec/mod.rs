@@ -37,8 +37,12 @@
 //!      │ right mac: ok
 //!      v
 //!   Ready <─────────── exit frame sent ──────────┐
+//!      │    ^                                     │
+//!      │ run│spawn failed: error                  │
+//!      v    │                                     │
+//!   Spawning (on the helper pool)                 │
 //!      │                                          │
-//!      │ run: started                              │
+//!      │ spawned: started                         │
 //!      v                                          │
 //!   Running ── stdin, stdin_eof, signal, output ──┘
 //!      │
@@ -66,6 +70,20 @@
 //! without waiting for new bytes: a client that sent its last `stdin`
 //! frame and `stdin_eof` is waiting for output, not about to send more.
 //!
+//! # Spawning off the loop
+//!
+//! Starting a program forks the daemon (see [`Program::command`]), which
+//! costs more the more memory the daemon has, so the spawn is a job for the
+//! helper pool and the loop goes on serving meanwhile. Until the job's
+//! result arrives the session is `Spawning`: it decodes nothing further and
+//! holds its input, so a `stdin` frame sent right behind the `run` waits
+//! with the reactor and reaches the program in order once it runs. The
+//! program counts against `exec.max_running` from the moment its spawn is
+//! submitted. A connection that ends while its program is being spawned
+//! gives the slot back at once; the child, when it comes, is killed and
+//! reaped by the job's cleanup (or, if the result is still delivered, by
+//! the reaper).
+//!
 //! # A client that goes away
 //!
 //! A client that closes the connection, or only shuts down its sending
@@ -88,6 +106,7 @@
 //! after it. Until the next `run`, such frames are dropped without an
 //! error frame, as bytes written to a pipe whose reader has exited are.
 
+pub mod launch;
 pub mod program;
 pub mod reaper;
 pub mod request;
@@ -106,10 +125,14 @@ use super::{CloseReason, Cx, SourceEvent};
 use crate::auth::handshake::{self, AuthFailure};
 use crate::auth::{Challenge, Key};
 use crate::codec::frame::{self, FrameDecoder, FrameError, Header, Item};
-use program::{Launch, STDIN_BACKLOG};
+use crate::reactor::{JobError, JobOutput};
+use launch::Launch;
+use program::STDIN_BACKLOG;
 use request::{Refusal, Request, RequestError};
 use running::{Launcher, RunningProgram, Spawner};
 pub use shared::ExecShared;
+
+use running::SPAWN_JOB;
 
 /// One exec connection.
 pub struct Session {
@@ -128,8 +151,8 @@ pub struct Session {
     /// The client's address, for throttling and logs; `None` on a Unix
     /// socket.
     peer: Option<SocketAddr>,
-    /// What starts programs: the daemon's forks ([`Spawner`]); a unit
-    /// test's runs plain data (running.rs).
+    /// What starts programs: the daemon's spawns on the helper pool
+    /// ([`Spawner`]); a unit test's fake runs plain data (running.rs).
     launcher: Box<dyn Launcher>,
 }
 
@@ -142,6 +165,10 @@ enum State {
         key: Key,
         deadline: Instant,
     },
+    /// A `run` was accepted and its spawn handed to the helper pool; the
+    /// result has not come back. Nothing is decoded meanwhile (input is
+    /// held), so what follows the `run` waits for the program.
+    Spawning(Box<Launch>),
     /// Authenticated, no program running. `after_exit`: a program ended
     /// and no other was asked for since; stdin, stdin_eof and signal
     /// frames are then late ones for that program (the client sent them
@@ -166,7 +193,7 @@ enum Payload {
 
 impl Session {
     pub fn new(max_header: usize) -> Session {
-        Session::with_launcher(max_header, Box::new(Spawner))
+        Session::with_launcher(max_header, Box::new(Spawner::default()))
     }
 
     /// A session whose programs are started by `launcher`.
@@ -199,7 +226,7 @@ impl Session {
                 self.scratch = BytesMut::new();
                 return input.len();
             }
-            if self.stdin_backlog() >= STDIN_BACKLOG {
+            if self.must_hold() {
                 break;
             }
             match self.decoder.decode(&mut self.scratch) {
@@ -228,11 +255,17 @@ impl Session {
     /// once there is room; the reactor then offers what it kept again (see
     /// the module docs).
     fn update_hold(&mut self, cx: &mut Cx<'_>) {
-        let hold = self.stdin_backlog() >= STDIN_BACKLOG;
+        let hold = self.must_hold();
         if hold != self.holding {
             self.holding = hold;
             cx.hold_input(hold);
         }
+    }
+
+    /// Whether input must wait: the program's stdin queue is full, or the
+    /// program is still being spawned.
+    fn must_hold(&self) -> bool {
+        matches!(self.state, State::Spawning(_)) || self.stdin_backlog() >= STDIN_BACKLOG
     }
 
     fn stdin_backlog(&self) -> usize {
@@ -268,7 +301,8 @@ impl Session {
                 Ok(request) => self.on_request(request, cx),
                 Err(e) => self.on_bad_request(&e, cx),
             },
-            State::Closed => {}
+            // Not reached: nothing is decoded while spawning.
+            State::Spawning(_) | State::Closed => {}
         }
     }
 
@@ -308,7 +342,7 @@ impl Session {
             (State::Ready { after_exit: true }, Request::StdinEof | Request::Signal(_)) => {}
             (_, Request::StdinEof) => refuse(&Refusal::NotRunning("end the stdin of"), cx),
             (_, Request::Signal(_)) => refuse(&Refusal::NotRunning("signal"), cx),
-            (State::AwaitingAuth { .. } | State::Closed, Request::Run(_)) => {}
+            (State::AwaitingAuth { .. } | State::Spawning(_) | State::Closed, Request::Run(_)) => {}
         }
     }
 
@@ -323,7 +357,7 @@ impl Session {
             refuse(&Refusal::Busy(config.max_running), cx);
             return;
         }
-        let (program, argv) = match program::resolve(
+        let (program, argv) = match launch::resolve(
             &run.command,
             &config.allow,
             config.allow_shell,
@@ -347,9 +381,43 @@ impl Session {
             ),
             kill_grace: Duration::from_millis(config.kill_grace_ms),
         };
+        // The running slot is taken now, so spawns in flight count against
+        // `exec.max_running` too; a refusal without a program to reap gives
+        // it back (`started`).
+        cx.shared().exec.program_started();
         match self.launcher.launch(&launch, cx) {
+            // The spawn runs on the helper pool; its result comes back
+            // through `on_spawned`.
+            Ok(None) => self.state = State::Spawning(Box::new(launch)),
+            Ok(Some(program)) => self.started(&launch, Ok(program), cx),
+            Err(refused) => self.started(&launch, Err(refused), cx),
+        }
+    }
+
+    /// The spawn job's result: the program runs (`started`), or the client
+    /// hears why not. Either way the input held meanwhile is offered again.
+    fn on_spawned(&mut self, result: Result<JobOutput, JobError>, cx: &mut Cx<'_>) {
+        let State::Spawning(launch) =
+            std::mem::replace(&mut self.state, State::Ready { after_exit: false })
+        else {
+            // The session stopped waiting (it is closing): what arrives is
+            // nobody's.
+            self.launcher.abandoned(result, cx);
+            return;
+        };
+        let spawned = self.launcher.spawned(&launch, result, cx);
+        self.started(&launch, spawned, cx);
+    }
+
+    /// The program runs, or the client hears why not.
+    fn started(
+        &mut self,
+        launch: &Launch,
+        spawned: Result<Box<dyn RunningProgram>, (Refusal, Option<reaper::Dying>)>,
+        cx: &mut Cx<'_>,
+    ) {
+        match spawned {
             Ok(mut program) => {
-                cx.shared().exec.program_started();
                 log::info!(
                     "exec: {} runs {:?} as pid {}",
                     self.who(),
@@ -363,14 +431,16 @@ impl Session {
             }
             Err((refusal, dying)) => {
                 log::warn!("exec: {}: {refusal}", self.who());
-                if let Some(dying) = dying {
-                    let exec = &mut cx.shared().exec;
-                    exec.program_started();
-                    exec.adopt(dying);
+                let exec = &mut cx.shared().exec;
+                match dying {
+                    // Still counted as running until the reaper is done.
+                    Some(dying) => exec.adopt(dying),
+                    None => exec.program_reaped(),
                 }
                 refuse(&refusal, cx);
             }
         }
+        self.update_hold(cx);
     }
 
     fn on_payload(&mut self, chunk: Bytes, cx: &mut Cx<'_>) {
@@ -462,15 +532,11 @@ impl Session {
     }
 
     fn count_failure(&self, reason: &str, cx: &mut Cx<'_>) {
-        let now = cx.now();
-        let locked = self
-            .peer
-            .is_some_and(|p| cx.shared().throttle.record_failure(p.ip(), now));
-        log::warn!(
-            "exec: failed authentication from {}: {reason}{}",
-            self.who(),
-            if locked { "; address locked out" } else { "" }
-        );
+        let (ip, now, who) = (self.peer.map(|p| p.ip()), cx.now(), self.who());
+        let what = "exec: failed authentication";
+        cx.shared()
+            .throttle
+            .count_failure(ip, now, what, &who, reason);
     }
 
     /// Ends the connection once what is queued is sent. Nothing more is
@@ -482,8 +548,14 @@ impl Session {
     }
 
     /// Hands a running program to the reaper (after TERM to its group).
+    /// One still being spawned gives its slot back; its child is the
+    /// spawn job's cleanup's to kill (see `on_spawned` for the other case).
     fn stop_program(&mut self, reason: CloseReason, cx: &mut Cx<'_>) {
-        if let State::Running(program) = std::mem::replace(&mut self.state, State::Closed) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        if let State::Spawning(_) = state {
+            cx.shared().exec.program_reaped();
+        }
+        if let State::Running(program) = state {
             let pid = program.pid();
             log::info!(
                 "exec: connection of {} closing ({reason}); stopping pid {pid}",
@@ -573,19 +645,29 @@ impl super::Session for Session {
             }
             // A wake-up from an earlier state (a timeout of a program that
             // has ended): nothing is due.
-            State::AwaitingAuth { .. } | State::Ready { .. } | State::Closed => {}
+            State::AwaitingAuth { .. }
+            | State::Spawning(_)
+            | State::Ready { .. }
+            | State::Closed => {}
         }
     }
 
     fn on_source(&mut self, event: SourceEvent, cx: &mut Cx<'_>) {
-        let SourceEvent::Ready {
-            token,
-            readable,
-            writable,
-            closed,
-        } = event
-        else {
-            return;
+        let (token, readable, writable, closed) = match event {
+            SourceEvent::Ready {
+                token,
+                readable,
+                writable,
+                closed,
+            } => (token, readable, writable, closed),
+            SourceEvent::Job {
+                tag: SPAWN_JOB,
+                result,
+            } => {
+                self.on_spawned(result, cx);
+                return;
+            }
+            _ => return,
         };
         if let State::Running(program) = &mut self.state {
             program.on_ready(token, readable, writable, closed, cx);
@@ -594,7 +676,7 @@ impl super::Session for Session {
     }
 
     fn is_busy(&self) -> bool {
-        matches!(self.state, State::Running(_))
+        matches!(self.state, State::Running(_) | State::Spawning(_))
     }
 
     /// The connection ends: a program still running is stopped and handed

@@ -1,5 +1,6 @@
-//! One running program, on the reactor: spawning it, streaming its pipes,
-//! noticing its exit, and stopping it.
+//! One running program, on the reactor: taking it over once spawned
+//! (launch.rs builds the command), streaming its pipes, noticing its exit,
+//! and stopping it.
 //!
 //! # A child process as three pipes and a descriptor
 //!
@@ -56,10 +57,8 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -67,18 +66,12 @@ use mio::Interest;
 use mio::unix::SourceFd;
 use mio::unix::pipe::{Receiver, Sender};
 
+use super::launch::Launch;
 use super::reaper::Dying;
-use super::request::{Command, Exit, Refusal, Signal, signal_name};
-use super::sys::{self, Cgroup, group_exists, pidfd_open, signal_group};
+use super::request::{Exit, Refusal, Signal, signal_name};
+use super::sys::{Cgroup, group_exists, pidfd_open, signal_group};
 use crate::codec::frame;
 use crate::services::Cx;
-
-/// The `PATH` a program gets, and the directories a bare program name is
-/// looked up in.
-pub const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// The shell for `{"type":"run","shell":...}` requests.
-const SHELL: &str = "/bin/sh";
 
 /// How often a program's exit is polled where `pidfd_open` is missing.
 const EXIT_POLL: Duration = Duration::from_millis(50);
@@ -86,70 +79,6 @@ const EXIT_POLL: Duration = Duration::from_millis(50);
 /// The most stdin bytes queued for a program that is not reading them;
 /// past this, the session stops taking input from its client.
 pub const STDIN_BACKLOG: usize = 64 * 1024;
-
-/// Decides what `argv` really executes, checking the allowlist: returns the
-/// file to execute and the argument vector (whose `argv[0]` stays as sent).
-///
-/// - A shell request runs `/bin/sh -c LINE` if `allow_shell` is set; the
-///   allowlist does not apply to it.
-/// - Otherwise `argv[0]` must appear in `allow` exactly as sent (or
-///   `allow` holds `"*"`). A name with a `/` is a path, relative ones taken
-///   from `workdir`; a bare name is looked up in [`CHILD_PATH`].
-pub fn resolve(
-    command: &Command,
-    allow: &[String],
-    allow_shell: bool,
-    workdir: &Path,
-) -> Result<(PathBuf, Vec<String>), Refusal> {
-    let argv = match command {
-        Command::Shell(line) => {
-            if !allow_shell {
-                return Err(Refusal::ShellDisabled);
-            }
-            let argv = vec!["sh".to_string(), "-c".to_string(), line.clone()];
-            return Ok((PathBuf::from(SHELL), argv));
-        }
-        Command::Argv(argv) => argv,
-    };
-    let name = &argv[0];
-    if !allow.iter().any(|a| a == "*" || a == name) {
-        return Err(Refusal::NotAllowed(name.clone()));
-    }
-    let found = if name.contains('/') {
-        Some(workdir.join(name)).filter(|p| is_executable(p))
-    } else {
-        CHILD_PATH
-            .split(':')
-            .map(|dir| Path::new(dir).join(name))
-            .find(|p| is_executable(p))
-    };
-    match found {
-        Some(path) => Ok((path, argv.clone())),
-        None => Err(Refusal::NotFound(name.clone())),
-    }
-}
-
-/// A regular file (after symlinks) with an execute bit set.
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Everything needed to start a program, decided before it starts.
-#[derive(Debug, Clone)]
-pub struct Launch {
-    /// The file to execute (resolved by [`resolve`]).
-    pub program: PathBuf,
-    /// The arguments, `argv[0]` as the client sent it.
-    pub argv: Vec<String>,
-    /// Whether stdin is a pipe from the client (else `/dev/null`).
-    pub stdin: bool,
-    /// Working directory and `HOME`.
-    pub workdir: PathBuf,
-    /// `None` = no limit (a timeout too large for the clock).
-    pub timeout: Option<Duration>,
-    /// From TERM to KILL.
-    pub kill_grace: Duration,
-}
 
 /// Which of the program's outputs a pipe carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,54 +253,18 @@ pub struct Program {
 }
 
 impl Program {
-    /// Starts the program and registers its pipes and exit with the reactor.
+    /// Takes over a program spawned from [`Program::command`], with the
+    /// cgroup it joined: registers its pipes and exit with the reactor, and
+    /// sets its timeout from now.
     ///
-    /// `fork`/`exec` happen right here, on the loop thread: std waits only
-    /// until the new program has been *executed* (or failed to be), which
-    /// takes well under a millisecond. A daemon spawning thousands of
-    /// programs a second might hand that to a helper thread.
-    ///
-    /// On failure after the program started (registration failed), the
-    /// program is stopped and returned for the reaper.
-    pub fn spawn(launch: &Launch, cx: &mut Cx<'_>) -> Result<Program, (Refusal, Option<Dying>)> {
-        let mut command = std::process::Command::new(&launch.program);
-        command
-            .arg0(&launch.argv[0])
-            .args(&launch.argv[1..])
-            .env_clear()
-            .env("PATH", CHILD_PATH)
-            .env("HOME", &launch.workdir)
-            .env("LANG", "C.UTF-8")
-            .current_dir(&launch.workdir)
-            // Its own process group, so the group can be signalled as a
-            // whole, and a Ctrl-C at the daemon's terminal does not reach it.
-            .process_group(0)
-            .stdin(if launch.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Its own cgroup too, where the daemon may make one: a process
-        // group can be left, a cgroup cannot (see `sys`).
-        let mut cgroup = cx.shared().exec.new_cgroup();
-        sys::prepare_child(&mut command, cgroup.as_ref().and_then(Cgroup::procs_fd));
-        let spawned = command.spawn();
-        if let Some(cgroup) = cgroup.as_mut() {
-            cgroup.joined();
-        }
-        let mut child = spawned.map_err(|e| {
-            let refusal = if e.kind() == io::ErrorKind::NotFound {
-                Refusal::NotFound(launch.argv[0].clone())
-            } else {
-                Refusal::SpawnFailed {
-                    program: launch.argv[0].clone(),
-                    error: e.to_string(),
-                }
-            };
-            (refusal, None)
-        })?;
+    /// On failure (registration failed), the program is stopped and
+    /// returned for the reaper.
+    pub fn attach_child(
+        mut child: Child,
+        cgroup: Option<Cgroup>,
+        launch: &Launch,
+        cx: &mut Cx<'_>,
+    ) -> Result<Program, (Refusal, Option<Dying>)> {
         let now = cx.now();
         let pid = child.id();
         let stdout = child.stdout.take().map(Receiver::from);
@@ -760,96 +653,5 @@ impl Program {
         if self.child.is_some() || group_exists(self.pgid()) {
             signal_group(self.pgid(), signal);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn argv(args: &[&str]) -> Command {
-        Command::Argv(args.iter().map(|s| s.to_string()).collect())
-    }
-
-    fn any() -> Vec<String> {
-        vec!["*".to_string()]
-    }
-
-    #[test]
-    fn a_bare_name_is_found_on_the_fixed_path() {
-        let (path, args) =
-            resolve(&argv(&["sh", "-c", "true"]), &any(), false, Path::new("/")).unwrap();
-        assert!(path.is_absolute() && path.ends_with("sh"), "{path:?}");
-        assert_eq!(args, ["sh", "-c", "true"]);
-    }
-
-    #[test]
-    fn a_missing_program_is_not_found() {
-        let e = resolve(
-            &argv(&["no-such-program-here"]),
-            &any(),
-            false,
-            Path::new("/"),
-        )
-        .unwrap_err();
-        assert!(matches!(e, Refusal::NotFound(_)));
-        assert_eq!(e.code(), "not_found");
-    }
-
-    #[test]
-    fn the_allowlist_matches_argv0_exactly_as_sent() {
-        let allow = vec!["sh".to_string()];
-        assert!(resolve(&argv(&["sh"]), &allow, false, Path::new("/")).is_ok());
-        for name in ["/bin/sh", "./sh", "bash", "sh "] {
-            let e = resolve(&argv(&[name]), &allow, false, Path::new("/")).unwrap_err();
-            assert!(matches!(e, Refusal::NotAllowed(_)), "{name}: {e}");
-        }
-        let e = resolve(&argv(&["sh"]), &[], false, Path::new("/")).unwrap_err();
-        assert!(matches!(e, Refusal::NotAllowed(_)));
-    }
-
-    #[test]
-    fn paths_are_absolute_or_taken_from_the_workdir() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("tool");
-        std::fs::write(&script, "#!/bin/sh\n").unwrap();
-        assert!(matches!(
-            resolve(&argv(&["./tool"]), &any(), false, dir.path()),
-            Err(Refusal::NotFound(_))
-        ));
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (path, _) = resolve(&argv(&["./tool"]), &any(), false, dir.path()).unwrap();
-        assert_eq!(path, dir.path().join("./tool"));
-        let absolute = script.to_str().unwrap();
-        assert!(resolve(&argv(&[absolute]), &any(), false, Path::new("/")).is_ok());
-        // A directory is not a program.
-        assert!(resolve(&argv(&["/tmp"]), &any(), false, Path::new("/")).is_err());
-    }
-
-    #[test]
-    fn shell_runs_depend_on_allow_shell_alone() {
-        let line = Command::Shell("echo hi | tr a-z A-Z".to_string());
-        assert!(matches!(
-            resolve(&line, &any(), false, Path::new("/")),
-            Err(Refusal::ShellDisabled)
-        ));
-        let (path, args) = resolve(&line, &[], true, Path::new("/")).unwrap();
-        assert_eq!(path, Path::new("/bin/sh"));
-        assert_eq!(args, ["sh", "-c", "echo hi | tr a-z A-Z"]);
-    }
-
-    #[test]
-    fn group_exists_sees_a_live_group_and_not_a_finished_one() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pgid = child.id() as i32;
-        assert!(sys::group_exists(pgid));
-        sys::signal_group(pgid, libc::SIGKILL);
-        let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
-        assert!(!sys::group_exists(pgid));
     }
 }

@@ -8,7 +8,10 @@
 //! process itself (its pipes, its exit, its timeout, signalling its group)
 //! lives behind [`RunningProgram`], which the real [`Program`] implements
 //! by delegating to its own methods in program.rs. A session starts one
-//! through its [`Launcher`]; the daemon's is [`Spawner`], which forks.
+//! through its [`Launcher`]; the daemon's is [`Spawner`], which spawns on
+//! the helper pool, so the `fork` never runs on the loop: its `launch`
+//! answers "under way", and the program arrives through
+//! [`Launcher::spawned`] when the job is done.
 //!
 //! A unit test gives the session a launcher of its own whose programs are
 //! plain data: output the test decides, an exit when the test says so.
@@ -17,26 +20,52 @@
 //! timing involved; tests/exec_*.rs check the real programs end to end.
 //!
 //! The cost is one virtual call per program event. The session already
-//! kept its program boxed, and `Spawner` is zero-sized, so a `Box` of it
-//! allocates nothing.
+//! kept its program boxed.
+
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use super::Cx;
-use super::program::{Launch, Program};
-use super::reaper::Dying;
+use super::launch::Launch;
+use super::program::Program;
+use super::reaper::{self, Dying};
 use super::request::{Exit, Refusal, Signal};
+use super::sys::{self, Cgroup};
+use crate::reactor::{Job, JobError, JobOutput};
+
+/// The tag of the one job an exec session submits: its program's spawn.
+pub const SPAWN_JOB: u64 = 1;
+
+/// What starting a program gives: a running program, `None` while the
+/// spawn is under way (it arrives through [`Launcher::spawned`]), or the
+/// refusal to send and a program that had started and must be reaped.
+pub type Launched = Result<Option<Box<dyn RunningProgram>>, (Refusal, Option<Dying>)>;
+/// What a finished spawn gives.
+pub type Spawned = Result<Box<dyn RunningProgram>, (Refusal, Option<Dying>)>;
 
 /// Starts programs for a session.
 pub trait Launcher {
     /// Starts the program `launch` describes, registering whatever it
-    /// needs with the reactor through `cx`. On failure, the refusal to
-    /// send, and a program that had started and must be reaped.
-    fn launch(
-        &self,
+    /// needs with the reactor through `cx`, or begins to.
+    fn launch(&mut self, launch: &Launch, cx: &mut Cx<'_>) -> Launched;
+
+    /// The spawn job [`Launcher::launch`] began has finished.
+    fn spawned(
+        &mut self,
         launch: &Launch,
+        result: Result<JobOutput, JobError>,
         cx: &mut Cx<'_>,
-    ) -> Result<Box<dyn RunningProgram>, (Refusal, Option<Dying>)>;
+    ) -> Spawned {
+        let _ = (launch, result, cx);
+        unreachable!("a launcher that answers at once has no spawns under way")
+    }
+
+    /// The spawn finished after the session stopped waiting for it (it is
+    /// closing): the program is nobody's.
+    fn abandoned(&mut self, result: Result<JobOutput, JobError>, cx: &mut Cx<'_>) {
+        let _ = (result, cx);
+    }
 }
 
 /// A started program, as its session drives it. Each method is the one of
@@ -71,17 +100,102 @@ pub trait RunningProgram {
     fn abandon(self: Box<Self>, cx: &mut Cx<'_>) -> Option<Dying>;
 }
 
-/// The daemon's launcher: forks and execs (program.rs).
-pub struct Spawner;
+/// The daemon's launcher: spawns on the helper pool (program.rs builds
+/// the command, sys.rs the cgroup).
+#[derive(Default)]
+pub struct Spawner {
+    /// The cgroup of the program being spawned, shared with the spawn job
+    /// and its cleanup; taken when the job's result arrives.
+    cgroup: Option<Arc<Mutex<Option<Cgroup>>>>,
+}
 
 impl Launcher for Spawner {
-    fn launch(
-        &self,
-        launch: &Launch,
-        cx: &mut Cx<'_>,
-    ) -> Result<Box<dyn RunningProgram>, (Refusal, Option<Dying>)> {
-        Program::spawn(launch, cx).map(|p| Box::new(p) as Box<dyn RunningProgram>)
+    fn launch(&mut self, launch: &Launch, cx: &mut Cx<'_>) -> Launched {
+        // The cgroup travels with the job, so its `cgroup.procs` stays open
+        // until the spawn is over even if the session goes away meanwhile;
+        // whoever gets the child (the session, or the job's cleanup) takes
+        // the cgroup from the shared slot.
+        let cgroup = cx.shared().exec.new_cgroup();
+        let command = Program::command(launch, cgroup.as_ref());
+        let slot = Arc::new(Mutex::new(cgroup));
+        let (job_slot, orphan_slot) = (Arc::clone(&slot), Arc::clone(&slot));
+        let job = Job::new(SPAWN_JOB, move || {
+            let mut command = command;
+            let spawned = command.spawn();
+            if let Some(cgroup) = lock(&job_slot).as_mut() {
+                cgroup.joined();
+            }
+            spawned.map(JobOutput::Child)
+        })
+        .on_orphan(move |output| {
+            // Nobody is left to run it for: its group (and cgroup) is
+            // killed and the leader reaped, here on the helper, where
+            // waiting is allowed. The cgroup's directory goes when it drops.
+            let cgroup = lock(&orphan_slot).take();
+            if let Some(cgroup) = &cgroup {
+                cgroup.kill();
+            }
+            if let JobOutput::Child(mut child) = output {
+                sys::signal_group(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        });
+        if cx.submit(job).is_err() {
+            let refusal = Refusal::SpawnFailed {
+                program: launch.argv[0].clone(),
+                error: "too much work waiting for the helper threads; try again".to_string(),
+            };
+            return Err((refusal, None));
+        }
+        self.cgroup = Some(slot);
+        Ok(None)
     }
+
+    fn spawned(
+        &mut self,
+        launch: &Launch,
+        result: Result<JobOutput, JobError>,
+        cx: &mut Cx<'_>,
+    ) -> Spawned {
+        let cgroup = self.cgroup.take().and_then(|slot| lock(&slot).take());
+        let failed = |error: String| {
+            Err((
+                Refusal::SpawnFailed {
+                    program: launch.argv[0].clone(),
+                    error,
+                },
+                None,
+            ))
+        };
+        match result {
+            Ok(JobOutput::Child(child)) => Program::attach_child(child, cgroup, launch, cx)
+                .map(|p| Box::new(p) as Box<dyn RunningProgram>),
+            Ok(other) => failed(format!("internal error: the spawn gave {other:?}")),
+            Err(JobError::Io(e)) => Err((Program::refusal(launch, &e), None)),
+            Err(e) => failed(e.to_string()),
+        }
+    }
+
+    fn abandoned(&mut self, result: Result<JobOutput, JobError>, cx: &mut Cx<'_>) {
+        let cgroup = self.cgroup.take().and_then(|slot| lock(&slot).take());
+        // Nobody waits for the child: it goes to the reaper at once,
+        // counted as running again until reaped (the session gave its slot
+        // back when it stopped waiting).
+        if let Ok(JobOutput::Child(child)) = result {
+            let pgid = child.id() as i32;
+            sys::signal_group(pgid, libc::SIGKILL);
+            let now = cx.now();
+            let exec = &mut cx.shared().exec;
+            exec.program_started();
+            exec.adopt(reaper::Dying::new(pgid, Some(child), cgroup, now));
+        }
+    }
+}
+
+/// Locks a spawn's cgroup slot. A panic while it was held (in a spawn job,
+/// which the pool catches) leaves a slot that is still consistent.
+fn lock(slot: &Mutex<Option<Cgroup>>) -> MutexGuard<'_, Option<Cgroup>> {
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RunningProgram for Program {

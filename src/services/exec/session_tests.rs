@@ -11,10 +11,11 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
 use super::Cx;
-use super::program::{Launch, STDIN_BACKLOG};
+use super::launch::Launch;
+use super::program::STDIN_BACKLOG;
 use super::reaper::Dying;
-use super::request::{Exit, Refusal, Signal};
-use super::running::{Launcher, RunningProgram};
+use super::request::{Exit, Signal};
+use super::running::{Launched, Launcher, RunningProgram};
 use crate::auth::handshake;
 use crate::codec::frame::{self, FrameDecoder, Item};
 use crate::config::Config;
@@ -58,22 +59,18 @@ struct FakeProgram {
 const PID: u32 = 4242;
 
 impl Launcher for FakeLauncher {
-    fn launch(
-        &self,
-        launch: &Launch,
-        cx: &mut Cx<'_>,
-    ) -> Result<Box<dyn RunningProgram>, (Refusal, Option<Dying>)> {
+    fn launch(&mut self, launch: &Launch, cx: &mut Cx<'_>) -> Launched {
         self.0.borrow_mut().launched.push(launch.argv.clone());
         let timeout_at = launch.timeout.map(|t| cx.now() + t);
         if let Some(at) = timeout_at {
             cx.set_timer(at);
         }
-        Ok(Box::new(FakeProgram {
+        Ok(Some(Box::new(FakeProgram {
             script: self.0.clone(),
             takes_stdin: launch.stdin,
             started: cx.now(),
             timeout_at,
-        }))
+        })))
     }
 }
 

@@ -475,15 +475,11 @@ impl Session {
     }
 
     fn count_failure(&self, reason: &str, cx: &mut Cx<'_>) {
-        let now = cx.now();
-        let locked = self
-            .peer
-            .is_some_and(|p| cx.shared().throttle.record_failure(p.ip(), now));
-        log::warn!(
-            "files: failed login from {}: {reason}{}",
-            self.who(),
-            if locked { "; address locked out" } else { "" }
-        );
+        let (ip, now, who) = (self.peer.map(|p| p.ip()), cx.now(), self.who());
+        let what = "files: failed login";
+        cx.shared()
+            .throttle
+            .count_failure(ip, now, what, &who, reason);
     }
 
     fn on_bad_frame(&mut self, e: FrameError, cx: &mut Cx<'_>) {
