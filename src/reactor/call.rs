@@ -140,6 +140,7 @@ impl Reactor {
                 conn.outbox
                     .get_or_insert_with(Default::default)
                     .push_shared(bytes);
+                core.turn.letters = core.turn.letters.saturating_add(1);
                 if !conn.flush_listed {
                     conn.flush_listed = true;
                     core.to_flush.push(key);

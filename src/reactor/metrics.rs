@@ -209,6 +209,10 @@ pub struct TurnTally {
     pub timers: u32,
     /// Finished helper jobs handed back (to their session or their cleanup).
     pub jobs: u32,
+    /// Letters delivered to connections' outboxes (a chat line to a room
+    /// of N is N letters). Accepting stops for the turn past
+    /// `MAIL_PER_TURN`, so joins to a big room spread over turns.
+    pub letters: u32,
     /// Each service's byte counters when the turn began; the turn's bytes
     /// are the difference, worked out only for a slow turn.
     bytes_at_start: [(u64, u64); ServiceId::ALL.len()],
@@ -220,6 +224,7 @@ impl TurnTally {
         self.callbacks = Default::default();
         self.timers = 0;
         self.jobs = 0;
+        self.letters = 0;
         for (at, c) in self.bytes_at_start.iter_mut().zip(&metrics.services) {
             *at = (c.bytes_received, c.bytes_sent);
         }

@@ -179,6 +179,12 @@ pub const WRITE_BUDGET: usize = 64 * 1024;
 const EVENTS_PER_TURN: usize = 256;
 /// Connections one listener may accept per loop turn.
 const ACCEPT_BATCH: usize = 128;
+/// Letters delivered in one turn past which no more connections are
+/// accepted in it (see `accept.rs`): a chat join costs a letter per member
+/// of the room, so 128 joins to a room of 1,000 would be 128,000 letters
+/// and their writes in one turn. The same figure as chat's fan-out budget
+/// per callback.
+const MAIL_PER_TURN: u32 = 16_384;
 /// Datagrams one UDP socket may receive per loop turn.
 const DATAGRAM_BATCH: usize = 64;
 /// The largest UDP payload over IPv4 (65,535 - 8 UDP - 20 IP header bytes);
