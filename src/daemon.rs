@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{self, Config, ListenAddr, Overrides};
-use crate::reactor::{Bound, ListenSocket, Reactor};
+use std::sync::Arc;
+
+use crate::config::{self, Config, ListenAddr, Overrides, Reactors};
+use crate::reactor::{Bound, Group, ListenSocket, Reactor};
 use crate::services::{self, ServiceId, Shared};
 
 /// `socketlab serve` (PROTOCOL.md §1).
@@ -45,6 +47,10 @@ pub struct Args {
     /// Do not start SERVICE (repeatable).
     #[arg(long, value_name = "SERVICE")]
     disable: Vec<String>,
+    /// Event loops to run, each on its own thread: a number or `auto`
+    /// (one per CPU this process may use); the `reactors` key [default: 1].
+    #[arg(long, value_name = "N")]
+    reactors: Option<String>,
     /// Once every listener is bound, write their addresses here as JSON.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
@@ -82,8 +88,19 @@ fn serve(args: Args) -> Result<(), String> {
         listen: args.listen,
         disable: args.disable,
     };
+    // `--reactors N` is `--set reactors=N` given first, so an explicit
+    // `--set` still has the last word, as it has over the file.
+    let mut sets = args.set;
+    if let Some(n) = &args.reactors {
+        let value = if n == "auto" {
+            "\"auto\"".to_string()
+        } else {
+            n.clone()
+        };
+        sets.insert(0, format!("reactors={value}"));
+    }
     let mut config =
-        config::load(args.config.as_deref(), &args.set, &flags).map_err(|e| e.to_string())?;
+        config::load(args.config.as_deref(), &sets, &flags).map_err(|e| e.to_string())?;
     let open_files = raise_open_file_limit();
     let derived_max = open_files.saturating_sub(32).max(1);
     if args.print_config {
@@ -97,15 +114,35 @@ fn serve(args: Args) -> Result<(), String> {
     // Bind first: a port in use must fail before any file is made or any
     // line says "listening". Dropping `bound` on a later error closes the
     // sockets (and removes Unix socket files).
-    let (bound, listening) = bind_all(&config)?;
+    let reactors = reactor_count(config.reactors);
+    let spread = reactors > 1;
+    let (bound, listening) = bind_all(&config, spread)?;
+    let mut sibling_sockets = Vec::new();
+    for _ in 1..reactors {
+        sibling_sockets.push(bind_siblings(&bound)?);
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let exposure = exposure_warnings(&config, &listening);
-    let slow_turn_ms = config.limits.slow_turn_ms;
+    let slow_turn = Duration::from_millis(config.limits.slow_turn_ms);
+    let group = Arc::new(Group::new(
+        reactors,
+        max_connections,
+        config.limits.max_connections_per_ip,
+    ));
+    let siblings = Siblings {
+        config: sibling_config(&config),
+        max_connections,
+        trace: args.trace,
+        slow_turn,
+        group: group.clone(),
+    };
     let shared = Shared::new(config).map_err(|e| e.to_string())?;
-    let mut reactor =
-        Reactor::new(bound, shared, max_connections, args.trace).map_err(|e| e.to_string())?;
-    reactor.set_slow_turn(Duration::from_millis(slow_turn_ms));
+    let mut reactor = Reactor::new(bound, shared, max_connections, args.trace)
+        .map_err(|e| e.to_string())?
+        .join(group, 0);
+    reactor.set_slow_turn(slow_turn);
+    let threads = siblings.start(sibling_sockets)?;
     let mut ready = Ready::new();
     for l in &listening {
         log::info!("listening {} {} {}", l.service, l.transport, l.shown);
@@ -133,8 +170,148 @@ fn serve(args: Args) -> Result<(), String> {
         write_ready_file(path, &ready)
             .map_err(|e| format!("cannot write ready file {}: {e}", path.display()))?;
     }
-    log::info!("ready: {max_connections} connections at most (open-file limit {open_files})");
-    reactor.run().map_err(|e| format!("event loop failed: {e}"))
+    log::info!(
+        "ready: {max_connections} connections at most (open-file limit {open_files}), \
+         {reactors} reactor(s)"
+    );
+    run_reactors(reactor, threads)
+}
+
+/// What every reactor after the first is built from.
+struct Siblings {
+    /// The configuration with the services they do not host disabled.
+    config: Config,
+    max_connections: usize,
+    trace: bool,
+    /// `limits.slow_turn_ms`, which every reactor logs against.
+    slow_turn: Duration,
+    group: Arc<Group>,
+}
+
+type ReactorThread = std::thread::JoinHandle<io::Result<()>>;
+
+impl Siblings {
+    /// Starts one thread per set of sockets, each building its reactor
+    /// there (a reactor holds sessions that are not `Send`, so it is born
+    /// on the thread it runs on) and reporting back before it runs, so a
+    /// reactor that cannot be built stops the start-up like any other
+    /// error.
+    fn start(self, sockets: Vec<Vec<Bound>>) -> Result<Vec<ReactorThread>, String> {
+        let mut threads = Vec::new();
+        for (i, bound) in sockets.into_iter().enumerate() {
+            let index = i + 1;
+            let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
+            let (config, group) = (self.config.clone(), self.group.clone());
+            let (max_connections, trace) = (self.max_connections, self.trace);
+            let slow_turn = self.slow_turn;
+            let thread = std::thread::Builder::new()
+                .name(format!("reactor-{index}"))
+                .spawn(move || {
+                    let built = Shared::new(config)
+                        .and_then(|shared| Reactor::new(bound, shared, max_connections, trace));
+                    match built {
+                        Ok(reactor) => {
+                            let _ = built_tx.send(Ok(()));
+                            let mut reactor = reactor.join(group, index);
+                            reactor.set_slow_turn(slow_turn);
+                            reactor.run()
+                        }
+                        Err(e) => {
+                            let _ = built_tx.send(Err(e.to_string()));
+                            Ok(())
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start reactor {index}: {e}"))?;
+            match built_rx.recv() {
+                Ok(Ok(())) => threads.push(thread),
+                Ok(Err(e)) => return Err(format!("cannot build reactor {index}: {e}")),
+                Err(_) => return Err(format!("reactor {index} failed while starting")),
+            }
+        }
+        Ok(threads)
+    }
+}
+
+/// Runs the first reactor on this thread and waits for the others, which
+/// run on threads of their own. Each reactor receives SIGINT/SIGTERM
+/// itself (signal-hook delivers a signal to every registered receiver), so
+/// each closes its own connections; the daemon exits once the last has
+/// finished.
+fn run_reactors(mut first: Reactor, threads: Vec<ReactorThread>) -> Result<(), String> {
+    let mut outcome = first.run().map_err(|e| format!("event loop failed: {e}"));
+    for (i, thread) in threads.into_iter().enumerate() {
+        let result = match thread.join() {
+            Ok(result) => result.map_err(|e| format!("event loop {} failed: {e}", i + 1)),
+            Err(_) => Err(format!("event loop {} panicked", i + 1)),
+        };
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    outcome
+}
+
+/// How many reactors to run: the configured number, or for `"auto"` one
+/// per CPU this process may run on (`available_parallelism` reads the
+/// affinity mask and the cgroup's CPU quota, so a daemon pinned with
+/// `taskset` or limited by its container does not oversubscribe).
+fn reactor_count(reactors: Reactors) -> usize {
+    match reactors {
+        Reactors::Fixed(n) => n.max(1),
+        Reactors::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// Whether a service is served by every reactor. Services whose
+/// connections share state (chat rooms, exec's running count and reaper,
+/// the files service's quota books, the admin endpoint) stay on the first
+/// reactor, which serves them exactly as a daemon with one reactor does;
+/// the stateless ones are spread.
+fn spreads(service: ServiceId) -> bool {
+    matches!(
+        service,
+        ServiceId::Echo | ServiceId::Discard | ServiceId::Chargen | ServiceId::Daytime
+    )
+}
+
+/// The configuration an extra reactor's services are built from: the
+/// services it does not host are disabled, so it opens no key file and
+/// reads no user store.
+fn sibling_config(config: &Config) -> Config {
+    let mut config = config.clone();
+    for id in ServiceId::ALL {
+        if !spreads(id) {
+            config.service_mut(id).enabled = false;
+        }
+    }
+    config
+}
+
+/// Binds, for one more reactor, a second socket on the address of each
+/// spread service's TCP and UDP socket, with `SO_REUSEPORT`: the kernel
+/// then hands each new connection (each datagram's flow, for UDP) to one
+/// of the sockets sharing the port.
+fn bind_siblings(first: &[Bound]) -> Result<Vec<Bound>, String> {
+    let mut bound = Vec::new();
+    for b in first {
+        match b {
+            Bound::Stream(id, ListenSocket::Tcp(tcp)) if spreads(*id) => {
+                let addr = tcp.local_addr().map_err(|e| e.to_string())?;
+                let tcp = bind_tcp(addr, true)
+                    .map_err(|e| format!("cannot listen for {id} on tcp {addr}: {e}"))?;
+                bound.push(Bound::Stream(*id, ListenSocket::Tcp(tcp)));
+            }
+            Bound::Datagram(id, udp) if spreads(*id) => {
+                let addr = udp.local_addr().map_err(|e| e.to_string())?;
+                let udp = bind_udp(addr, true)
+                    .map_err(|e| format!("cannot listen for {id} on udp {addr}: {e}"))?;
+                bound.push(Bound::Datagram(*id, udp));
+            }
+            _ => {}
+        }
+    }
+    Ok(bound)
 }
 
 /// One bound listener, as the log line and the ready file show it.
@@ -202,7 +379,9 @@ type Ready = BTreeMap<&'static str, BTreeMap<&'static str, String>>;
 /// Binds every enabled service, or none: the first failure drops what was
 /// bound so far and is reported naming the service and address. Nothing is
 /// logged here; the caller logs the listeners once all are bound.
-fn bind_all(config: &Config) -> Result<(Vec<Bound>, Vec<Listening>), String> {
+/// With `spread`, the sockets of services every reactor serves are bound
+/// with `SO_REUSEPORT`, so the other reactors can bind theirs beside them.
+fn bind_all(config: &Config, spread: bool) -> Result<(Vec<Bound>, Vec<Listening>), String> {
     let mut bound = Vec::new();
     let mut listening = Vec::new();
     let inet = |id, transport, local: SocketAddr| Listening {
@@ -219,7 +398,7 @@ fn bind_all(config: &Config) -> Result<(Vec<Bound>, Vec<Listening>), String> {
         let addr = config.listen_addr(id).map_err(|e| e.to_string())?;
         match addr {
             ListenAddr::Inet(addr) => {
-                let (tcp, udp) = bind_inet(id, addr)?;
+                let (tcp, udp) = bind_inet(id, addr, spread && spreads(id))?;
                 let local = tcp.local_addr().map_err(|e| e.to_string())?;
                 listening.push(inet(id, "tcp", local));
                 bound.push(Bound::Stream(id, ListenSocket::Tcp(tcp)));
@@ -248,7 +427,7 @@ fn bind_all(config: &Config) -> Result<(Vec<Bound>, Vec<Listening>), String> {
                     let mut derived = config.clone();
                     derived.service_mut(id).listen = None;
                     if let Ok(ListenAddr::Inet(addr)) = derived.listen_addr(id) {
-                        let udp = mio::net::UdpSocket::bind(addr)
+                        let udp = bind_udp(addr, spread && spreads(id))
                             .map_err(|e| format!("cannot listen for {id} on udp {addr}: {e}"))?;
                         let local = udp.local_addr().map_err(|e| e.to_string())?;
                         listening.push(inet(id, "udp", local));
@@ -268,16 +447,16 @@ fn bind_all(config: &Config) -> Result<(Vec<Bound>, Vec<Listening>), String> {
 fn bind_inet(
     id: ServiceId,
     addr: SocketAddr,
+    reuse_port: bool,
 ) -> Result<(mio::net::TcpListener, Option<mio::net::UdpSocket>), String> {
     for _ in 0..16 {
-        let tcp = mio::net::TcpListener::bind(addr)
+        let tcp = bind_tcp(addr, reuse_port)
             .map_err(|e| format!("cannot listen for {id} on tcp {addr}: {e}"))?;
-        deepen_backlog(&tcp);
         if !id.has_udp() {
             return Ok((tcp, None));
         }
         let local = tcp.local_addr().map_err(|e| e.to_string())?;
-        match mio::net::UdpSocket::bind(local) {
+        match bind_udp(local, reuse_port) {
             Ok(udp) => return Ok((tcp, Some(udp))),
             Err(_) if addr.port() == 0 => continue,
             Err(e) => return Err(format!("cannot listen for {id} on udp {addr}: {e}")),
@@ -286,6 +465,69 @@ fn bind_inet(
     Err(format!(
         "cannot find a port free for both tcp and udp for {id}"
     ))
+}
+
+/// Binds a TCP listener, with `SO_REUSEPORT` when asked; without it, this
+/// is what `mio::net::TcpListener::bind` does (`SO_REUSEADDR`, so a
+/// restarted daemon is not kept off its port by connections in
+/// TIME_WAIT), with a deeper backlog.
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        set_reuse_port(&socket)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let tcp = mio::net::TcpListener::from_std(socket.into());
+    deepen_backlog(&tcp);
+    Ok(tcp)
+}
+
+/// Binds a UDP socket, with `SO_REUSEPORT` when asked.
+fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::UdpSocket> {
+    if !reuse_port {
+        return mio::net::UdpSocket::bind(addr);
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    set_reuse_port(&socket)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// Sets `SO_REUSEPORT`: every socket bound to the port by this user with
+/// the option set shares it, and the kernel spreads new connections over
+/// them. (socket2 has it behind its `all` feature; one `setsockopt` does
+/// not justify the feature.)
+fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a descriptor we own, with a pointer to a local
+    // int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// mio listens with a backlog of 1024. A load test that opens thousands of

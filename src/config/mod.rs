@@ -86,8 +86,8 @@ pub struct Config {
     pub port_base: u16,
     /// Where the daemon keeps its state (keys, users, exec workdir).
     pub data_dir: PathBuf,
-    /// How many event loops to run (PROTOCOL.md §8). Accepted and printed;
-    /// the daemon runs one loop whatever it says, for now.
+    /// How many event loops to run (PROTOCOL.md §8), each on its own
+    /// thread; `serve --reactors` sets it too.
     pub reactors: Reactors,
     pub limits: LimitsConfig,
     pub admin: AdminConfig,

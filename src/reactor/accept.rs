@@ -99,15 +99,18 @@ impl Reactor {
         let limits = self.core.limits[service as usize];
         let counters = self.core.metrics.service_mut(service);
         counters.connections_total += 1;
-        let over_global = self.core.open >= self.core.max_connections;
-        let over_service = limits.max_connections > 0
-            && counters.connections_open >= limits.max_connections as u64;
-        // Counted last, so a connection turned away by another limit is
-        // not counted against its client; released in `kill`.
+        // The limits count connections on every reactor of the daemon. The
+        // client's own count comes last, so a connection turned away by
+        // another limit is not counted against its client; released in
+        // `kill`.
         let token = self.sources.vacant_key();
-        let over_per_ip = !(over_global || over_service)
-            && peer.is_some_and(|p| !self.core.per_ip.admit(token, p.ip()));
-        if over_global || over_service || over_per_ip {
+        let admitted = self.core.group.try_admit(service, limits.max_connections);
+        let over_per_ip = admitted
+            && peer.is_some_and(|p| !self.core.group.admit_client(self.core.index, token, p.ip()));
+        if over_per_ip {
+            self.core.group.release(service);
+        }
+        if !admitted || over_per_ip {
             counters.connections_rejected += 1;
             // One best-effort write into an empty send buffer, then FIN.
             let _ = stream.write(service_id::rejection(service));
@@ -136,7 +139,8 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("register {service} connection: {e}");
-            self.core.per_ip.release(key);
+            self.core.group.release(service);
+            self.core.group.release_client(self.core.index, key);
             self.core.open -= 1;
             self.core.metrics.service_mut(service).connections_open -= 1;
             return;

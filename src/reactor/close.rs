@@ -134,8 +134,9 @@ impl Reactor {
         }
         conn.set_phase(key, Phase::Dead, self.core.trace);
         let _ = self.core.registry.deregister(conn.stream.source());
-        self.core.per_ip.release(key);
+        self.core.group.release_client(self.core.index, key);
         self.core.open -= 1;
+        self.core.group.release(conn.service);
         self.core.metrics.service_mut(conn.service).connections_open -= 1;
         trace!(self.core.trace, "#{key} {} closed", conn.service);
         let (owned, serial) = (conn.owned_sources, conn.serial);
@@ -175,7 +176,11 @@ impl Reactor {
         if self.core.shutdown.is_some() {
             return;
         }
-        log::info!("shutting down: closing {} connection(s)", self.core.open);
+        log::info!(
+            "shutting down{}: closing {} connection(s)",
+            self.core.naming(),
+            self.core.open
+        );
         self.core.shutdown = Some(Instant::now());
         self.cancel_jobs();
         let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();

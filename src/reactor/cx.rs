@@ -95,13 +95,34 @@ impl Cx<'_> {
         }
     }
 
-    /// Connections open over all services.
+    /// Connections open over all services and every reactor.
     pub fn open_connections(&self) -> usize {
         match &self.back {
-            Back::Reactor { core, .. } => core.open,
+            Back::Reactor { core, .. } => core.group.open(),
             #[cfg(test)]
             Back::Test { env, .. } => env.open,
         }
+    }
+
+    /// Each reactor's figures, by index: this reactor's as they are now,
+    /// the others' as of the end of their latest turn. One entry when the
+    /// daemon runs one reactor (and in the test harness).
+    pub fn reactor_metrics(&self) -> Vec<Metrics> {
+        let core = match &self.back {
+            Back::Reactor { core, .. } => core,
+            #[cfg(test)]
+            Back::Test { env, .. } => return vec![env.metrics.clone()],
+        };
+        let mut all: Vec<Metrics> = core
+            .group
+            .published()
+            .into_iter()
+            .map(|m| m.unwrap_or_else(|| Metrics::new(core.metrics.started)))
+            .collect();
+        if let Some(own) = all.get_mut(core.index) {
+            *own = core.metrics.clone();
+        }
+        all
     }
 
     /// Whether `--trace` is on, for services that trace their own steps.

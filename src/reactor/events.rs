@@ -127,6 +127,9 @@ impl Reactor {
         m.max_turn = m.max_turn.max(m.last_turn);
         m.busy += m.last_turn;
         m.turn_histogram.record(m.last_turn);
+        if self.core.group.reactors() > 1 {
+            self.core.group.publish(self.core.index, m);
+        }
         if m.last_turn > self.core.slow_turn {
             log::warn!(
                 "slow turn {}: {:.3} ms (limits.slow_turn_ms = {}): {}",

@@ -81,6 +81,38 @@ impl Metrics {
         }
     }
 
+    /// The daemon's totals over several reactors' figures: counts and busy
+    /// time add up, the longest turn is the longest of any, and the start
+    /// is the earliest.
+    pub fn total(all: &[Metrics]) -> Option<Metrics> {
+        let (first, rest) = all.split_first()?;
+        let mut t = first.clone();
+        for m in rest {
+            for (sum, c) in t.services.iter_mut().zip(&m.services) {
+                sum.connections_open += c.connections_open;
+                sum.connections_total += c.connections_total;
+                sum.connections_rejected += c.connections_rejected;
+                sum.bytes_received += c.bytes_received;
+                sum.bytes_sent += c.bytes_sent;
+                sum.messages_received += c.messages_received;
+            }
+            t.turn_histogram.add(&m.turn_histogram);
+            t.iterations += m.iterations;
+            t.events += m.events;
+            t.last_turn_events += m.last_turn_events;
+            t.last_turn = t.last_turn.max(m.last_turn);
+            t.max_turn = t.max_turn.max(m.max_turn);
+            t.busy += m.busy;
+            t.started = t.started.min(m.started);
+        }
+        Some(t)
+    }
+
+    /// Connections open on this loop, over all services.
+    pub fn connections_open(&self) -> u64 {
+        self.services.iter().map(|c| c.connections_open).sum()
+    }
+
     pub fn service(&self, id: ServiceId) -> &ServiceCounters {
         &self.services[id as usize]
     }
@@ -153,6 +185,15 @@ impl TurnHistogram {
         self.sum
     }
 
+    /// Adds another loop's turns to these, for the daemon's totals.
+    pub fn add(&mut self, other: &TurnHistogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -220,6 +261,51 @@ impl TurnTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn totals_add_counts_and_keep_the_longest_turn() {
+        let start = Instant::now();
+        let mut a = Metrics::new(start);
+        let mut b = Metrics::new(start);
+        a.service_mut(ServiceId::Echo).connections_open = 2;
+        b.service_mut(ServiceId::Echo).connections_open = 3;
+        b.service_mut(ServiceId::Chat).bytes_sent = 9;
+        a.iterations = 10;
+        b.iterations = 5;
+        a.max_turn = Duration::from_millis(4);
+        b.max_turn = Duration::from_millis(7);
+        a.busy = Duration::from_millis(1);
+        b.busy = Duration::from_millis(2);
+        let t = Metrics::total(&[a, b]).unwrap();
+        assert_eq!(t.service(ServiceId::Echo).connections_open, 5);
+        assert_eq!(t.service(ServiceId::Chat).bytes_sent, 9);
+        assert_eq!(t.iterations, 15);
+        assert_eq!(t.max_turn, Duration::from_millis(7));
+        assert_eq!(t.busy, Duration::from_millis(3));
+        assert_eq!(t.connections_open(), 5);
+        assert!(Metrics::total(&[]).is_none());
+    }
+
+    #[test]
+    fn totals_add_messages_and_turn_histograms() {
+        let start = Instant::now();
+        let mut a = Metrics::new(start);
+        let mut b = Metrics::new(start);
+        a.service_mut(ServiceId::Echo).messages_received = 4;
+        b.service_mut(ServiceId::Echo).messages_received = 6;
+        a.turn_histogram.record(Duration::from_micros(10));
+        b.turn_histogram.record(Duration::from_millis(7));
+        b.turn_histogram.record(Duration::from_millis(7));
+        let t = Metrics::total(&[a, b]).unwrap();
+        assert_eq!(t.service(ServiceId::Echo).messages_received, 10);
+        assert_eq!(t.turn_histogram.count(), 3);
+        let le_10ms = t
+            .turn_histogram
+            .cumulative()
+            .find(|(bound, _)| *bound == Duration::from_millis(10))
+            .unwrap();
+        assert_eq!(le_10ms.1, 3);
+    }
 
     #[test]
     fn a_turn_lands_in_the_first_bucket_whose_bound_it_does_not_exceed() {

@@ -126,6 +126,7 @@ mod connection;
 mod cx;
 mod datagram;
 mod events;
+mod group;
 mod listener;
 pub mod metrics;
 mod outbox;
@@ -153,6 +154,7 @@ use slab::Slab;
 
 use crate::service_id::ServiceId;
 use connection::Connection;
+pub use group::Group;
 pub use listener::ListenSocket;
 use listener::{Listener, Reserve, UdpEndpoint};
 pub use metrics::Metrics;
@@ -294,11 +296,14 @@ struct Core {
     metrics: Metrics,
     /// Per-service limits, indexed by `ServiceId as usize`.
     limits: [Limits; ServiceId::ALL.len()],
-    max_connections: usize,
-    /// Connections open over all services.
+    /// What this reactor shares with the daemon's other reactors: the
+    /// connection counts the limits are enforced on, and the published
+    /// figures (group.rs). A reactor alone has a group of one.
+    group: Arc<Group>,
+    /// This reactor's place in its group, 0 for the first.
+    index: usize,
+    /// Connections open on this reactor, over all services.
     open: usize,
-    /// Connections open per client, for `limits.max_connections_per_ip`.
-    per_ip: per_ip::PerIp,
     /// Source of connection serial numbers.
     next_serial: u64,
     reserve: Reserve,
@@ -382,6 +387,7 @@ impl Reactor {
             };
         }
 
+        let per_ip_limit = shared.max_connections_per_ip();
         Ok(Reactor {
             poll,
             events: Events::with_capacity(EVENTS_PER_TURN),
@@ -399,11 +405,11 @@ impl Reactor {
                 dead: Vec::new(),
                 staged: Outbox::new(),
                 reply_buf: Vec::new(),
-                per_ip: per_ip::PerIp::new(shared.max_connections_per_ip()),
                 shared: Box::new(shared),
                 metrics: Metrics::new(Instant::now()),
                 limits,
-                max_connections,
+                group: Arc::new(Group::new(1, max_connections, per_ip_limit)),
+                index: 0,
                 open: 0,
                 next_serial: 1,
                 reserve: Reserve::new(),
@@ -434,10 +440,21 @@ impl Reactor {
             self.end_turn();
             if self.shutdown_finished() {
                 self.discard_unread_input();
-                log::info!("stopped");
+                log::info!("stopped{}", self.core.naming());
                 return Ok(());
             }
         }
+    }
+
+    /// Makes this reactor the `index`th of `group`, whose connection limits
+    /// it then shares; with more than one, its `--trace` lines name it.
+    pub fn join(mut self, group: Arc<Group>, index: usize) -> Reactor {
+        if group.reactors() > 1 {
+            self.core.trace = self.core.trace.naming(index);
+        }
+        self.core.group = group;
+        self.core.index = index;
+        self
     }
 
     /// Sets how long a turn may take before it is logged as slow, with what
@@ -449,6 +466,18 @@ impl Reactor {
     /// The counters, for tests that drive a reactor directly.
     pub fn metrics(&self) -> &Metrics {
         &self.core.metrics
+    }
+}
+
+impl Core {
+    /// `" (reactor <i>)"` for log lines when the daemon runs several
+    /// reactors, so each one's shutdown can be told apart; empty with one.
+    fn naming(&self) -> String {
+        if self.group.reactors() > 1 {
+            format!(" (reactor {})", self.index)
+        } else {
+            String::new()
+        }
     }
 }
 

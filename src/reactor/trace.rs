@@ -25,6 +25,8 @@ use crate::service_id::ServiceId;
 pub struct Tracer {
     on: bool,
     start: Instant,
+    /// The reactor's index, printed when the daemon runs several.
+    reactor: Option<usize>,
 }
 
 impl Tracer {
@@ -32,6 +34,15 @@ impl Tracer {
         Tracer {
             on,
             start: Instant::now(),
+            reactor: None,
+        }
+    }
+
+    /// The same tracer, its lines naming reactor `index` (`r1`).
+    pub fn naming(self, index: usize) -> Tracer {
+        Tracer {
+            reactor: Some(index),
+            ..self
         }
     }
 
@@ -43,7 +54,10 @@ impl Tracer {
     /// Prints one line, stamped. Called through [`trace!`].
     pub fn line(&self, args: fmt::Arguments<'_>) {
         let t = self.start.elapsed();
-        eprintln!("trace {}.{:06} {args}", t.as_secs(), t.subsec_micros());
+        match self.reactor {
+            Some(r) => eprintln!("trace {}.{:06} r{r} {args}", t.as_secs(), t.subsec_micros()),
+            None => eprintln!("trace {}.{:06} {args}", t.as_secs(), t.subsec_micros()),
+        }
     }
 }
 

@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 /// How long any single wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// `SOCKETLAB_TEST_REACTORS=N` runs every daemon a test starts with N
+/// reactors (unless the test chooses its own), so a whole suite can be run
+/// again on several loops: `SOCKETLAB_TEST_REACTORS=2 cargo test --test echo`.
+fn reactors_from_env(args: &[&str]) -> Vec<String> {
+    match std::env::var("SOCKETLAB_TEST_REACTORS") {
+        Ok(n) if !args.contains(&"--reactors") => vec!["--reactors".into(), n],
+        _ => Vec::new(),
+    }
+}
+
 /// A running daemon, killed when dropped.
 pub struct Daemon {
     pub child: Child,
@@ -43,6 +53,7 @@ impl Daemon {
             .arg(dir.path().join("data"))
             .arg("--ready-file")
             .arg(&ready_path)
+            .args(reactors_from_env(args))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

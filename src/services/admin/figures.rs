@@ -19,6 +19,9 @@ pub struct Figures<'a> {
     pub hosted: &'a [ServiceId],
     /// This loop turn's time, for the uptime.
     pub now: Instant,
+    /// Each reactor's own figures, by index (PROTOCOL.md §8); `metrics`
+    /// holds their sum.
+    pub reactors: &'a [Metrics],
 }
 
 /// How Prometheus should treat a figure.
@@ -116,6 +119,9 @@ const SERVICE_FIGURES: [Figure<ServiceCounters>; 6] = [
     },
 ];
 
+/// Connections open per reactor, given only when there are several.
+const REACTOR_OPEN: &str = "socketlab_reactor_connections_open";
+
 /// The loop's figures as one answer reports them: copied from the
 /// counters, with the uptime worked out for this turn.
 #[derive(Debug, Clone, Copy)]
@@ -201,9 +207,41 @@ impl Figures<'_> {
             }
         }
         let loop_figures = self.loop_figures();
+        // With several reactors, each loop figure is given for the daemon
+        // (no label) and then per reactor (`reactor="<i>"`).
+        let per_reactor: Vec<LoopFigures> = if self.reactors.len() > 1 {
+            self.reactors
+                .iter()
+                .map(|m| self.loop_figures_of(m))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for figure in &LOOP_FIGURES {
             figure.write_family_head(&mut out);
             let _ = writeln!(out, "{} {}", figure.metric, (figure.read)(&loop_figures));
+            for (i, l) in per_reactor.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{}{{reactor=\"{i}\"}} {}",
+                    figure.metric,
+                    (figure.read)(l)
+                );
+            }
+        }
+        if !per_reactor.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP {REACTOR_OPEN} Connections open on one reactor, over all services.\n\
+                 # TYPE {REACTOR_OPEN} gauge"
+            );
+            for (i, m) in self.reactors.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{REACTOR_OPEN}{{reactor=\"{i}\"}} {}",
+                    m.connections_open()
+                );
+            }
         }
         self.write_turn_histogram(&mut out);
         out
@@ -258,12 +296,26 @@ impl Figures<'_> {
             Value::Seconds(h.sum()),
             h.count()
         );
-        out.push('}');
+        out.push_str(",\"reactors\":[");
+        for (i, m) in self.reactors.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(
+                out,
+                "{comma}{{\"connections_open\":{},\"loop\":",
+                m.connections_open()
+            );
+            write_object(&mut out, &LOOP_FIGURES, &self.loop_figures_of(m));
+            out.push('}');
+        }
+        out.push_str("]}");
         out
     }
 
     fn loop_figures(&self) -> LoopFigures {
-        let m = self.metrics;
+        self.loop_figures_of(self.metrics)
+    }
+
+    fn loop_figures_of(&self, m: &Metrics) -> LoopFigures {
         LoopFigures {
             iterations: m.iterations,
             events: m.events,
@@ -332,6 +384,7 @@ mod tests {
             metrics: &metrics,
             hosted: &hosted,
             now,
+            reactors: &[],
         }
         .prometheus();
         for expected in [
@@ -372,6 +425,7 @@ mod tests {
             metrics: &metrics,
             hosted: &hosted,
             now,
+            reactors: &[],
         }
         .json();
         let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -404,6 +458,7 @@ mod tests {
             metrics: &metrics,
             hosted: &[ServiceId::Echo],
             now,
+            reactors: &[],
         };
         let text = figures.prometheus();
         for expected in [
@@ -429,5 +484,38 @@ mod tests {
         assert_eq!(h["count"], 4);
         assert_eq!(h["sum"], 2.00383);
         assert_eq!(v["loop"]["iterations"], 40, "the loop's other fields stay");
+    }
+
+    #[test]
+    fn several_reactors_are_reported_each_beside_the_daemon_totals() {
+        let (metrics, now) = fixture();
+        let mut second = metrics.clone();
+        second.iterations = 60;
+        second.service_mut(ServiceId::Echo).connections_open = 7;
+        let reactors = [metrics.clone(), second];
+        let total = Metrics::total(&reactors).unwrap();
+        let hosted = [ServiceId::Admin, ServiceId::Echo];
+        let figures = Figures {
+            metrics: &total,
+            hosted: &hosted,
+            now,
+            reactors: &reactors,
+        };
+        let text = figures.prometheus();
+        for expected in [
+            "socketlab_loop_iterations_total 100\n",
+            "socketlab_loop_iterations_total{reactor=\"0\"} 40\n",
+            "socketlab_loop_iterations_total{reactor=\"1\"} 60\n",
+            "socketlab_connections_open{service=\"echo\"} 9\n",
+            "socketlab_reactor_connections_open{reactor=\"1\"} 8\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&figures.json()).expect("valid JSON");
+        assert_eq!(v["loop"]["iterations"], 100);
+        assert_eq!(v["reactors"][0]["loop"]["iterations"], 40);
+        assert_eq!(v["reactors"][1]["loop"]["iterations"], 60);
+        assert_eq!(v["reactors"][1]["connections_open"], 8);
+        assert_eq!(v["reactors"].as_array().unwrap().len(), 2);
     }
 }

@@ -118,6 +118,7 @@ mod http;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Cx, ServiceId};
+use crate::reactor::Metrics;
 pub use figures::{Figures, PROMETHEUS_TEXT};
 pub use http::{
     MAX_HEAD, MAX_HEADERS, Method, Parsed, Persistence, Rejection, Request, Resource, Response,
@@ -256,10 +257,15 @@ impl Session {
                 Parsed::Request { request, len } => {
                     answered += len;
                     let hosted = hosted_services(cx);
+                    // With several reactors the figures are the sum of
+                    // theirs, each also reported on its own.
+                    let reactors = cx.reactor_metrics();
+                    let total = Metrics::total(&reactors).unwrap_or_else(|| cx.metrics().clone());
                     let figures = Figures {
-                        metrics: cx.metrics(),
+                        metrics: &total,
                         hosted: &hosted,
                         now: cx.now(),
+                        reactors: &reactors,
                     };
                     (respond(&request, &figures), request.method == Method::Head)
                 }
@@ -403,6 +409,7 @@ mod tests {
             metrics: &metrics,
             hosted: &hosted,
             now,
+            reactors: &[],
         };
         respond(&request(text), &figures)
     }
