@@ -130,10 +130,16 @@ impl Program {
         if e.kind() == io::ErrorKind::NotFound {
             Refusal::NotFound(launch.argv[0].clone())
         } else {
-            Refusal::SpawnFailed {
-                program: launch.argv[0].clone(),
-                error: e.to_string(),
-            }
+            Program::spawn_failed(launch, e.to_string())
+        }
+    }
+
+    /// The refusal for a program of `launch` that could not be started, or
+    /// not watched once started, for `error`.
+    pub fn spawn_failed(launch: &Launch, error: String) -> Refusal {
+        Refusal::SpawnFailed {
+            program: launch.argv[0].clone(),
+            error,
         }
     }
 }

@@ -295,10 +295,8 @@ impl Program {
                 Ok(program)
             }
             Err(e) => {
-                let refusal = Refusal::SpawnFailed {
-                    program: launch.argv[0].clone(),
-                    error: format!("cannot watch the program: {e}"),
-                };
+                let refusal =
+                    Program::spawn_failed(launch, format!("cannot watch the program: {e}"));
                 Err((refusal, program.abandon(cx)))
             }
         }

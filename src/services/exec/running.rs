@@ -141,11 +141,8 @@ impl Launcher for Spawner {
             }
         });
         if cx.submit(job).is_err() {
-            let refusal = Refusal::SpawnFailed {
-                program: launch.argv[0].clone(),
-                error: "too much work waiting for the helper threads; try again".to_string(),
-            };
-            return Err((refusal, None));
+            let error = "too much work waiting for the helper threads; try again";
+            return Err((Program::spawn_failed(launch, error.to_string()), None));
         }
         self.cgroup = Some(slot);
         Ok(None)
@@ -158,15 +155,7 @@ impl Launcher for Spawner {
         cx: &mut Cx<'_>,
     ) -> Spawned {
         let cgroup = self.cgroup.take().and_then(|slot| lock(&slot).take());
-        let failed = |error: String| {
-            Err((
-                Refusal::SpawnFailed {
-                    program: launch.argv[0].clone(),
-                    error,
-                },
-                None,
-            ))
-        };
+        let failed = |error: String| Err((Program::spawn_failed(launch, error), None));
         match result {
             Ok(JobOutput::Child(child)) => Program::attach_child(child, cgroup, launch, cx)
                 .map(|p| Box::new(p) as Box<dyn RunningProgram>),
