@@ -59,7 +59,7 @@ pub fn encode_hello(challenge: &Challenge, out: &mut BytesMut) {
         challenge: &'a str,
     }
     let challenge = challenge.to_hex();
-    encode_fixed(
+    frame::encode_fixed(
         &Hello {
             kind: "hello",
             service: "exec",
@@ -78,7 +78,7 @@ pub fn encode_ok(out: &mut BytesMut) {
         #[serde(rename = "type")]
         kind: &'static str,
     }
-    encode_fixed(&Ok { kind: "ok" }, out);
+    frame::encode_fixed(&Ok { kind: "ok" }, out);
 }
 
 /// Appends the error frame for a handshake not done in time.
@@ -149,7 +149,7 @@ pub fn encode_auth(key: &Key, challenge: &Challenge, out: &mut BytesMut) {
         mac: &'a str,
     }
     let mac = hex::encode(&challenge::mac(key, challenge));
-    encode_fixed(
+    frame::encode_fixed(
         &Auth {
             kind: "auth",
             mac: &mac,
@@ -209,14 +209,6 @@ pub fn parse_hello(header: &Header) -> Result<Challenge, HelloError> {
     text("challenge")
         .and_then(Challenge::from_hex)
         .ok_or_else(|| HelloError::Unexpected("challenge is not 64 hex characters".to_string()))
-}
-
-/// Encodes one of this module's frames, which hold only strings and small
-/// integers and so always encode.
-fn encode_fixed<T: Serialize>(header: &T, out: &mut BytesMut) {
-    if let Err(e) = frame::encode(header, out) {
-        unreachable!("a handshake frame always encodes: {e}");
-    }
 }
 
 #[cfg(test)]

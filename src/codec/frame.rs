@@ -400,7 +400,7 @@ pub fn encode_error(reason: &str, code: Option<&str>, out: &mut BytesMut) {
         code,
         error: reason,
     };
-    encode_infallible(&frame, out);
+    encode_fixed(&frame, out);
 }
 
 /// Appends `{"type":<kind>,"size":<n>}` followed by the `n` bytes of
@@ -418,14 +418,15 @@ pub fn encode_chunk(kind: &str, payload: &[u8], out: &mut BytesMut) {
         size: payload.len(),
     };
     out.reserve(LENGTH_PREFIX + 32 + kind.len() + payload.len());
-    encode_infallible(&header, out);
+    encode_fixed(&header, out);
     out.extend_from_slice(payload);
 }
 
-/// Encodes a header made only of strings and integers, which cannot fail:
-/// serde_json fails only on non-string map keys, unrepresentable floats or a
-/// failing writer, and a `BytesMut` writer never fails.
-fn encode_infallible<T: Serialize>(header: &T, out: &mut BytesMut) {
+/// Encodes a header made only of strings, integers, booleans and nulls,
+/// which cannot fail: serde_json fails only on non-string map keys,
+/// unrepresentable floats or a failing writer, and a `BytesMut` writer never
+/// fails. The fixed frames of every framed service go through here.
+pub fn encode_fixed<T: Serialize>(header: &T, out: &mut BytesMut) {
     if let Err(e) = encode(header, out) {
         unreachable!("a header of strings and integers always encodes: {e}");
     }

@@ -350,7 +350,7 @@ pub fn encode_started(pid: u32, out: &mut BytesMut) {
         kind: &'static str,
         pid: u32,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Started {
             kind: "started",
             pid,
@@ -384,7 +384,7 @@ impl Exit {
             timed_out: bool,
             elapsed_ms: u64,
         }
-        encode_fixed(
+        frame::encode_fixed(
             &ExitFrame {
                 kind: "exit",
                 code: self.code,
@@ -455,14 +455,6 @@ pub fn signal_number(name: &str) -> Option<i32> {
         return Some(n);
     }
     (1..libc::SIGRTMIN()).find(|&n| signal_name(n) == name)
-}
-
-/// Encodes a frame of strings, integers, booleans and nulls, which cannot
-/// fail (see `frame::encode`).
-fn encode_fixed<T: Serialize>(header: &T, out: &mut BytesMut) {
-    if let Err(e) = frame::encode(header, out) {
-        unreachable!("an exec answer always encodes: {e}");
-    }
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub fn encode_hello(out: &mut BytesMut) {
         version: u64,
         auth: &'static str,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Hello {
             kind: "hello",
             service: "files",
@@ -146,7 +146,7 @@ pub fn challenge(
         iterations: u32,
         nonce: &'a str,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Challenge {
             kind: "challenge",
             salt: &salt_hex,
@@ -187,7 +187,7 @@ fn encode_ok(signature: &[u8; KEY_LEN], out: &mut BytesMut) {
         signature: &'a str,
         cwd: &'static str,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Ok {
             kind: "ok",
             signature: &hex::encode(signature),
@@ -195,12 +195,6 @@ fn encode_ok(signature: &[u8; KEY_LEN], out: &mut BytesMut) {
         },
         out,
     );
-}
-
-fn encode_fixed<T: Serialize>(header: &T, out: &mut BytesMut) {
-    if let Err(e) = frame::encode(header, out) {
-        unreachable!("a login frame always encodes: {e}");
-    }
 }
 
 #[cfg(test)]

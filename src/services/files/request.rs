@@ -136,7 +136,7 @@ pub fn encode_ok(out: &mut BytesMut) {
         #[serde(rename = "type")]
         kind: &'static str,
     }
-    encode_fixed(&Ok { kind: "ok" }, out);
+    frame::encode_fixed(&Ok { kind: "ok" }, out);
 }
 
 /// `{"type":"ok","cwd":...}`.
@@ -147,7 +147,7 @@ pub fn encode_cwd(cwd: &str, out: &mut BytesMut) {
         kind: &'static str,
         cwd: &'a str,
     }
-    encode_fixed(&Cwd { kind: "ok", cwd }, out);
+    frame::encode_fixed(&Cwd { kind: "ok", cwd }, out);
 }
 
 /// `{"type":"ok","entries":[...]}`; returns the header's length so the
@@ -190,7 +190,7 @@ pub fn encode_quota(used: u64, limit: Option<u64>, out: &mut BytesMut) {
         used: u64,
         limit: Option<u64>,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Quota {
             kind: "ok",
             used,
@@ -208,7 +208,7 @@ pub fn encode_put_ready(offset: u64, out: &mut BytesMut) {
         kind: &'static str,
         offset: u64,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Ready {
             kind: "ready",
             offset,
@@ -226,7 +226,7 @@ pub fn encode_put_done(size: u64, sha256: &[u8; 32], out: &mut BytesMut) {
         size: u64,
         sha256: &'a str,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Done {
             kind: "ok",
             size,
@@ -246,7 +246,7 @@ pub fn encode_get_ready(size: u64, offset: u64, sha256: &[u8; 32], out: &mut Byt
         offset: u64,
         sha256: &'a str,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &Ready {
             kind: "ready",
             size,
@@ -267,7 +267,7 @@ pub fn encode_over_quota(free: u64, out: &mut BytesMut) {
         error: &'static str,
         free: u64,
     }
-    encode_fixed(
+    frame::encode_fixed(
         &OverQuota {
             kind: "error",
             code: "quota",
@@ -276,12 +276,6 @@ pub fn encode_over_quota(free: u64, out: &mut BytesMut) {
         },
         out,
     );
-}
-
-fn encode_fixed<T: Serialize>(header: &T, out: &mut BytesMut) {
-    if let Err(e) = frame::encode(header, out) {
-        unreachable!("a files answer always encodes: {e}");
-    }
 }
 
 #[cfg(test)]
