@@ -75,7 +75,12 @@ fn connections_are_spread_over_both_reactors_and_each_gets_its_own_bytes_back() 
         assert_eq!(back, message.as_bytes());
     }
     // 64 connections from 64 source ports: the kernel's hash leaving one
-    // reactor without any has a chance of 2^-63.
+    // reactor without any has a chance of 2^-63. The other reactor's
+    // figures are as of its latest turn's end, which may come just after
+    // the echo did: wait for them.
+    assert!(wait_until(
+        || open_per_reactor(&d).iter().sum::<u64>() == 64 + 1
+    ));
     let open = open_per_reactor(&d);
     assert_eq!(open.len(), 2, "{open:?}");
     assert_eq!(open.iter().sum::<u64>(), 64 + 1, "{open:?}");
@@ -140,9 +145,14 @@ fn a_service_limit_counts_connections_on_every_reactor() {
     // Other services are not limited by echo's limit.
     let mut x = d.connect("discard");
     x.write_all(b"fine").unwrap();
-    let v = stats(&d);
-    assert_eq!(v["services"]["echo"]["connections_rejected"], 8);
-    assert_eq!(v["services"]["echo"]["connections_open"], 4);
+    // A reactor publishes its figures at the end of its turn, which may
+    // come after the client saw its connection closed: wait for them.
+    let settled = || {
+        let v = stats(&d);
+        v["services"]["echo"]["connections_rejected"] == 8
+            && v["services"]["echo"]["connections_open"] == 4
+    };
+    assert!(wait_until(settled), "{}", stats(&d)["services"]["echo"]);
 }
 
 #[test]
@@ -185,8 +195,11 @@ fn sigterm_closes_connections_on_every_reactor_with_fin_and_exits_zero() {
     for s in &mut clients {
         assert!(echoes(s));
     }
-    let open = open_per_reactor(&d);
-    assert!(open.iter().all(|&n| n > 0), "{open:?}");
+    assert!(
+        wait_until(|| open_per_reactor(&d).iter().all(|&n| n > 0)),
+        "{:?}",
+        open_per_reactor(&d)
+    );
     d.signal(libc::SIGTERM);
     for s in &mut clients {
         let mut buf = [0u8; 8];
@@ -210,8 +223,7 @@ fn metrics_give_daemon_totals_and_each_reactors_loop_figures() {
     let d = two_reactors(&[]);
     let mut s = d.connect("echo");
     assert!(echoes(&mut s));
-    let text = metrics(&d);
-    for needle in [
+    const NEEDLES: [&str; 7] = [
         "\nsocketlab_loop_iterations_total ",
         "\nsocketlab_loop_iterations_total{reactor=\"0\"} ",
         "\nsocketlab_loop_iterations_total{reactor=\"1\"} ",
@@ -219,9 +231,14 @@ fn metrics_give_daemon_totals_and_each_reactors_loop_figures() {
         "\nsocketlab_loop_max_turn_seconds{reactor=\"0\"} ",
         "\nsocketlab_reactor_connections_open{reactor=\"1\"} ",
         "\nsocketlab_connections_open{service=\"echo\"} 1\n",
-    ] {
-        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
-    }
+    ];
+    // The reactor that served the echo publishes at its turn's end, which
+    // may come just after the client read its bytes: wait for it.
+    let missing = || {
+        let text = metrics(&d);
+        NEEDLES.iter().filter(|n| !text.contains(**n)).count()
+    };
+    assert!(wait_until(|| missing() == 0), "{}", metrics(&d));
 }
 
 #[test]
@@ -337,7 +354,7 @@ fn an_idle_connection_is_closed_on_either_reactor() {
     for s in &mut idle {
         assert!(echoes(s));
     }
-    assert!(open_per_reactor(&d).iter().all(|&n| n > 0));
+    assert!(wait_until(|| open_per_reactor(&d).iter().all(|&n| n > 0)));
     for s in &mut idle {
         let mut buf = [0u8; 1];
         assert_eq!(s.read(&mut buf).unwrap(), 0, "closed after its timeout");
