@@ -200,6 +200,11 @@ pub struct ChatConfig {
     /// `unix:/path` (PROTOCOL.md §8); `None` = this daemon's chat is its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Seconds a nick claimed in the cluster's Redis outlives its daemon:
+    /// the daemon refreshes its claims every third of this, so a daemon
+    /// that dies frees its nicks this long after (an extension,
+    /// docs/protocol-notes.md).
+    pub cluster_nick_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -320,6 +325,7 @@ impl Default for ChatConfig {
             max_room_members: 0,
             max_rooms: 0,
             cluster: None,
+            cluster_nick_ttl_s: 30,
         }
     }
 }

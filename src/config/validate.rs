@@ -57,6 +57,14 @@ impl Config {
             check_cluster(cluster)
                 .map_err(|reason| ConfigError(format!("`chat.cluster` = {cluster:?}: {reason}")))?;
         }
+        // A nick's claim is refreshed every third of its TTL, so a TTL
+        // under 3 s would be refreshed more often than once a second.
+        at_least(
+            "chat.cluster_nick_ttl_s",
+            self.chat.cluster_nick_ttl_s,
+            3,
+            "",
+        )?;
         if let Some(max) = self.limits.max_connections {
             at_least("limits.max_connections", max, 1, "")?;
         }

@@ -115,6 +115,14 @@ impl Reactor {
     /// connection's event (the exec reaper signals and reaps children whose
     /// connection is gone), and says when it next wants one.
     pub(super) fn poll_services(&mut self) {
+        let core = &mut self.core;
+        core.shared.deliver(&mut super::Post {
+            mail: &mut core.mail,
+            timers: &mut core.timers,
+            now: core.now,
+            wall: core.wall,
+        });
+        self.deliver_mail();
         self.core.shared_wake = self.core.shared.poll(self.core.now);
     }
 

@@ -92,8 +92,9 @@
 //! 2. `serve_ready_queue`: work left from the last turn goes first;
 //! 3. `dispatch_events`: this turn's events;
 //! 4. `fire_timers`: the wake-ups that are due;
-//! 5. `poll_services`: state the services share gets its turn (the exec
-//!    reaper), and says when it next wants one;
+//! 5. `poll_services`: state the services share gets its turn: it hands
+//!    out what its own threads left for connections (post.rs), tends to
+//!    itself (the exec reaper), and says when it next wants a turn;
 //! 6. `flush_mailed`: connections that others gave output to (a chat
 //!    broadcast) are flushed;
 //! 7. `free_dead`: the connections that closed during the turn leave the
@@ -132,6 +133,7 @@ pub mod metrics;
 mod outbox;
 pub mod per_ip;
 mod pool;
+mod post;
 mod read;
 #[cfg(test)]
 mod seam_tests;
@@ -161,6 +163,7 @@ pub use metrics::Metrics;
 pub use outbox::Outbox;
 pub use pool::{Job, JobError, JobOutput, QueueFull};
 use pool::{POOL_THREADS, Pool};
+pub use post::{Nudge, Post};
 pub use session::{CloseReason, ServiceLimits, Services, Session, SourceEvent};
 use timers::Timers;
 use trace::Tracer;
@@ -231,7 +234,8 @@ enum Source {
     /// SIGINT and SIGTERM arrive here as readable events (signal-hook's
     /// self-pipe). Children are watched through pidfds instead.
     Signals(Box<signal_hook_mio::v1_0::Signals>),
-    /// The helper pool pokes this when jobs finish.
+    /// The helper pool pokes this when jobs finish, and so do threads of
+    /// the services' own (a [`Nudge`]).
     Waker,
     /// A retired entry waiting to be removed after the event batch.
     Vacated,
@@ -326,7 +330,7 @@ impl Reactor {
     /// the global limit, already resolved from the open-file limit.
     pub fn new(
         bound: Vec<Bound>,
-        shared: impl Services,
+        mut shared: impl Services,
         max_connections: usize,
         trace: bool,
     ) -> io::Result<Reactor> {
@@ -336,6 +340,7 @@ impl Reactor {
 
         let waker_key = sources.insert(Source::Waker);
         let waker = Arc::new(Waker::new(poll.registry(), Token(waker_key))?);
+        shared.attach(Nudge::new(waker.clone()));
 
         let mut signals = Box::new(signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGINT,

@@ -37,7 +37,7 @@
 use std::any::Any;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Cx, JobError, JobOutput};
+use super::{Cx, JobError, JobOutput, Nudge, Post};
 use crate::service_id::ServiceId;
 
 /// One connection's state machine. Every method has a default, so a
@@ -200,6 +200,19 @@ pub trait Services: Any {
     /// True while shared state still has work that must finish before the
     /// daemon may exit (children not yet reaped).
     fn is_busy(&self) -> bool;
+
+    /// Hands over, once, when the reactor is built, the way a thread of the
+    /// services' own wakes this loop (post.rs). The default ignores it.
+    fn attach(&mut self, nudge: Nudge) {
+        let _ = nudge;
+    }
+
+    /// Called once per loop turn, before [`Services::poll`], to hand out
+    /// what the services' own threads left for connections: letters and
+    /// wake-ups, through `post`. The default has nothing to hand out.
+    fn deliver(&mut self, post: &mut Post<'_>) {
+        let _ = post;
+    }
 }
 
 /// A service's connection limits, as the reactor enforces them.

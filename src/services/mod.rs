@@ -45,6 +45,9 @@ pub struct Shared {
     pub exec: exec::ExecShared,
     /// The files service's users, quota books and digest cache.
     pub files: files::FilesShared,
+    /// The link to the other daemons of the chat (`chat.cluster`), started
+    /// once the reactor hands over its nudge (`Services::attach`).
+    pub chat_cluster: Option<chat::Cluster>,
 }
 
 impl Shared {
@@ -56,6 +59,7 @@ impl Shared {
             throttle: Throttle::from_config(&config.auth),
             exec: exec::ExecShared::new(&config)?,
             files: files::FilesShared::new(&config)?,
+            chat_cluster: None,
             config,
         })
     }
@@ -65,7 +69,12 @@ impl Shared {
     /// reaped after their connection left, say). Returns when it next
     /// needs a turn, so the reactor can bound its sleep.
     pub fn poll(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
-        self.exec.poll(now)
+        let exec = self.exec.poll(now);
+        // Cluster events left over from this turn's budget: another turn now.
+        match &self.chat_cluster {
+            Some(c) if c.has_backlog() => Some(now),
+            _ => exec,
+        }
     }
 
     /// True while shared state still has work that must finish before the
@@ -111,6 +120,26 @@ impl Services for Shared {
 
     fn is_busy(&self) -> bool {
         Shared::is_busy(self)
+    }
+
+    /// Starts the chat's cluster link, which needs the nudge to wake the
+    /// loop; only where chat is served (the first reactor).
+    fn attach(&mut self, nudge: crate::reactor::Nudge) {
+        let chat = &self.config.chat;
+        let (Some(address), true) = (&chat.cluster, chat.service.enabled) else {
+            return;
+        };
+        let ttl = Duration::from_secs(chat.cluster_nick_ttl_s);
+        match chat::Cluster::start(address, ttl, nudge) {
+            Ok(cluster) => self.chat_cluster = Some(cluster),
+            Err(e) => log::error!("chat cluster: cannot start, chat stays local: {e}"),
+        }
+    }
+
+    fn deliver(&mut self, post: &mut crate::reactor::Post<'_>) {
+        if let Some(cluster) = &mut self.chat_cluster {
+            cluster.deliver(&self.chat, post);
+        }
     }
 }
 

@@ -186,6 +186,8 @@
 //! stream into lines, `commands.rs` says what a line means (and the errors
 //! a line can earn), and `rooms.rs` is the state every chat session shares.
 
+pub mod cluster;
+mod clustered;
 mod commands;
 mod line;
 mod rooms;
@@ -198,6 +200,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::{CloseReason, Cx, clock};
+pub use cluster::Cluster;
+use clustered::{Claiming, Pending, Said, tell_room};
 pub use commands::{ChatError, Command, is_valid_name, parse};
 pub use line::{Framed, LineSplitter};
 pub use rooms::{ChatRoom, Member, MemberId, Moved, Renamed, Rooms};
@@ -237,10 +241,14 @@ pub struct Session {
 }
 
 /// Where the client stands in the chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Presence {
     /// Accepted, not yet welcomed (before `on_open`).
     Arriving,
+    /// Waiting, input held, for the cluster to answer a nick claim: a
+    /// newcomer's guest nick, or a present member's `/nick`
+    /// (clustered.rs).
+    Claiming(Pending),
     /// In a room, under a nick.
     Present,
     /// Left the chat; the connection is ending and every later callback
@@ -273,6 +281,8 @@ enum Stop {
     /// Lines remain, but a recipient's output (or our own) is at the
     /// limit: the rest waits until it has room.
     Congested,
+    /// A line started a nick claim; the rest waits for its answer.
+    Waiting,
     /// The member left; the rest of the input is moot.
     Left,
 }
@@ -295,12 +305,17 @@ impl Session {
         let start = cx.pending_output();
         let headroom = room_headroom(cx);
         loop {
-            if self.presence != Presence::Present {
-                return (input.len(), Stop::Left);
+            match self.presence {
+                Presence::Present => {}
+                Presence::Claiming(_) => return (consumed, Stop::Waiting),
+                Presence::Arriving | Presence::Gone => return (input.len(), Stop::Left),
             }
             let rest = &input[consumed..];
             let complete = memchr(b'\n', rest).is_some();
             if complete && cx.pending_output().saturating_sub(start) >= headroom {
+                return (consumed, Stop::Congested);
+            }
+            if complete && !clustered::has_room(cx) {
                 return (consumed, Stop::Congested);
             }
             if spent >= FANOUT_BUDGET && complete {
@@ -356,29 +371,38 @@ impl Session {
                 said.extend_from_slice(b": ");
                 said.extend_from_slice(text.as_bytes());
                 said.extend_from_slice(b"\n");
-                broadcast(cx, &room, said.freeze())
+                tell_room(cx, &room, said.freeze(), Said::Line)
             }
-            Command::Nick(new) => match cx.shared().chat.rename(me, new) {
-                Ok(Renamed::Unchanged) => {
-                    cx.write_shared(notice(format_args!("{nick} is now {nick}")));
-                    1
+            Command::Nick(new) => {
+                let taken_here = cx.shared().chat.find(new).is_some_and(|id| id != me);
+                if new == nick || taken_here || !clustered::is_shared(cx) {
+                    return clustered::rename(cx, &nick, &room, new, false);
                 }
-                Ok(Renamed::From { old }) => {
-                    broadcast(cx, &room, notice(format_args!("{old} is now {new}")))
+                if clustered::held_elsewhere(cx, new) {
+                    clustered::refuse_taken(cx);
+                    return 1;
                 }
-                Err(e) => {
-                    reply_error(cx, e);
-                    1
+                let what = Claiming::Rename {
+                    to: new.to_string(),
+                };
+                match clustered::claim(cx, Some(new), what) {
+                    Some(pending) => {
+                        self.presence = Presence::Claiming(pending);
+                        1
+                    }
+                    None => clustered::rename(cx, &nick, &room, new, false),
                 }
-            },
+            }
             Command::Join(to) => match cx.shared().chat.join(me, to) {
                 Ok(Moved::Stayed) => {
                     cx.write_shared(notice(format_args!("{nick} joined {to}")));
                     1
                 }
                 Ok(Moved::From { from }) => {
-                    broadcast(cx, &from, notice(format_args!("{nick} left {from}")))
-                        + broadcast(cx, to, notice(format_args!("{nick} joined {to}")))
+                    let left = notice(format_args!("{nick} left {from}"));
+                    let joined = notice(format_args!("{nick} joined {to}"));
+                    tell_room(cx, &from, left, Said::Left { nick: &nick })
+                        + tell_room(cx, to, joined, Said::Joined { nick: &nick })
                 }
                 Err(e) => {
                     reply_error(cx, e);
@@ -386,7 +410,7 @@ impl Session {
                 }
             },
             Command::Who => {
-                let who = cx.shared().chat.who(&room).join(" ");
+                let who = clustered::who(cx, &room);
                 cx.write_with(|out| {
                     let _ = writeln!(out, "* in {room}: {who}");
                 });
@@ -394,7 +418,7 @@ impl Session {
             }
             Command::Rooms => {
                 let mut listing = String::from("* rooms:");
-                for (name, count) in cx.shared().chat.listing() {
+                for (name, count) in clustered::listing(cx) {
                     let _ = write!(listing, " {name}({count})");
                 }
                 listing.push('\n');
@@ -402,12 +426,16 @@ impl Session {
                 1
             }
             Command::Msg { to, text } => {
+                let stamp = clock::datetime(cx.wall_time());
+                let line = Bytes::from(format!("{stamp} {nick} -> {to}: {text}\n"));
                 let Some(to_id) = cx.shared().chat.find(to) else {
+                    if clustered::msg_elsewhere(cx, to, &line) {
+                        cx.write_shared(line);
+                        return 1;
+                    }
                     reply_error(cx, ChatError::NoSuchNick);
                     return 1;
                 };
-                let stamp = clock::datetime(cx.wall_time());
-                let line = Bytes::from(format!("{stamp} {nick} -> {to}: {text}\n"));
                 if to_id != me {
                     cx.send_to(to_id.token, to_id.serial, line.clone());
                 }
@@ -431,11 +459,16 @@ impl Session {
     /// Takes the member out of the chat and tells its room, once: only a
     /// `Present` member leaves, and it is `Gone` afterwards.
     fn leave(&mut self, how: Departure, cx: &mut Cx<'_>) {
-        if self.presence != Presence::Present {
-            self.presence = Presence::Gone;
-            return;
+        match std::mem::replace(&mut self.presence, Presence::Gone) {
+            Presence::Present => {}
+            // Still in its room under its old nick: it leaves from there.
+            Presence::Claiming(Pending {
+                what: Claiming::Rename { .. },
+                ..
+            }) => clustered::abandon(cx),
+            Presence::Claiming(_) => return clustered::abandon(cx),
+            Presence::Arriving | Presence::Gone => return,
         }
-        self.presence = Presence::Gone;
         let me = MemberId::of(cx);
         let Some(Member { nick, room }) = cx.shared().chat.depart(me) else {
             return;
@@ -446,8 +479,10 @@ impl Session {
             Departure::TooSlow => " (too slow)",
             Departure::Shutdown => return,
         };
+        clustered::release(cx, &nick);
         // The member is out of the room already, so this reaches the others.
-        broadcast(cx, &room, notice(format_args!("{nick} left {room}{why}")));
+        let line = notice(format_args!("{nick} left {room}{why}"));
+        tell_room(cx, &room, line, Said::Left { nick: &nick });
         match how {
             Departure::Quit => {
                 cx.write(b"* bye\n");
@@ -460,13 +495,12 @@ impl Session {
     }
 }
 
-impl super::Session for Session {
-    fn on_open(&mut self, cx: &mut Cx<'_>) {
-        let me = MemberId::of(cx);
-        let rooms = &mut cx.shared().chat;
-        match rooms.arrive(me) {
+impl Session {
+    /// Greets a newcomer that `arrived` (or refuses it), and tells the lobby.
+    fn welcome(&mut self, arrived: Result<String, ChatError>, cx: &mut Cx<'_>) {
+        match arrived {
             Ok(nick) => {
-                let online = rooms.online();
+                let online = cx.shared().chat.online();
                 self.presence = Presence::Present;
                 cx.write_with(|out| {
                     let _ = writeln!(
@@ -474,7 +508,8 @@ impl super::Session for Session {
                         "* welcome {nick}; room {LOBBY}; {online} online; /help for commands"
                     );
                 });
-                broadcast(cx, LOBBY, notice(format_args!("{nick} joined {LOBBY}")));
+                let line = notice(format_args!("{nick} joined {LOBBY}"));
+                tell_room(cx, LOBBY, line, Said::Joined { nick: &nick });
             }
             Err(e) => {
                 reply_error(cx, e);
@@ -484,9 +519,70 @@ impl super::Session for Session {
         }
     }
 
+    /// Acts on a claim's answer, or its fallback once the wait is over
+    /// (clustered.rs), and lets the held input flow again.
+    fn settle(&mut self, pending: Pending, cx: &mut Cx<'_>) {
+        use cluster::Claim;
+        let Some(outcome) = clustered::answer(cx, &pending) else {
+            return; // A stale wake-up: still waiting.
+        };
+        let me = MemberId::of(cx);
+        self.presence = Presence::Present;
+        match pending.what {
+            Claiming::Arrival => {
+                let arrived = match outcome {
+                    Claim::Granted(nick) => {
+                        let arrived = cx.shared().chat.arrive_as(me, nick.clone());
+                        if arrived.is_err() {
+                            clustered::release(cx, &nick);
+                        }
+                        arrived
+                    }
+                    Claim::Taken | Claim::Unavailable(_) => cx.shared().chat.arrive(me),
+                };
+                self.welcome(arrived, cx);
+            }
+            Claiming::Rename { to } => {
+                let Some(Member { nick, room }) = cx.shared().chat.member(me).cloned() else {
+                    return;
+                };
+                match outcome {
+                    Claim::Granted(_) => {
+                        clustered::rename(cx, &nick, &room, &to, true);
+                    }
+                    Claim::Taken => clustered::refuse_taken(cx),
+                    Claim::Unavailable(_) => {
+                        clustered::rename(cx, &nick, &room, &to, false);
+                    }
+                }
+            }
+        }
+        cx.hold_input(false);
+    }
+}
+
+impl super::Session for Session {
+    fn on_open(&mut self, cx: &mut Cx<'_>) {
+        let me = MemberId::of(cx);
+        // A shared chat numbers guests over the cluster: the welcome waits
+        // for the claim (clustered.rs). A full lobby is refused first.
+        if clustered::is_shared(cx)
+            && !cx.shared().chat.lobby_is_full()
+            && let Some(pending) = clustered::claim(cx, None, Claiming::Arrival)
+        {
+            self.presence = Presence::Claiming(pending);
+            return;
+        }
+        let arrived = cx.shared().chat.arrive(me);
+        self.welcome(arrived, cx);
+    }
+
     fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
-        if self.presence != Presence::Present {
-            return input.len();
+        match self.presence {
+            Presence::Present => {}
+            // Kept for after the claim (its input is held meanwhile).
+            Presence::Claiming(_) => return 0,
+            Presence::Arriving | Presence::Gone => return input.len(),
         }
         // Serve straight from the reactor's buffer; a partial line, and
         // the lines past the budget, stay with the reactor.
@@ -500,14 +596,21 @@ impl super::Session for Session {
                 cx.hold_input(true);
                 cx.set_timer(cx.now() + CONGESTION_RETRY);
             }
-            Stop::NeedMore | Stop::Left => {}
+            // Input is held until the claim is answered (`on_timer`).
+            Stop::Waiting | Stop::NeedMore | Stop::Left => {}
         }
         consumed
     }
 
     /// The congestion retry: the held lines are offered again, and held
-    /// again if the room is still full.
+    /// again if the room is still full. Or a claim's answer (or its
+    /// deadline): the member waits no more.
     fn on_timer(&mut self, cx: &mut Cx<'_>) {
+        if let Presence::Claiming(pending) = &self.presence {
+            let pending = pending.clone();
+            self.settle(pending, cx);
+            return;
+        }
         cx.hold_input(false);
     }
 

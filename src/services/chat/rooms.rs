@@ -116,6 +116,21 @@ impl Rooms {
         self.nicks.get(nick).copied()
     }
 
+    /// Every member present, in no particular order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// Every member's connection, in no particular order.
+    pub fn member_ids(&self) -> impl Iterator<Item = MemberId> + '_ {
+        self.members.keys().copied()
+    }
+
+    /// Whether a newcomer would find the lobby full.
+    pub fn lobby_is_full(&self) -> bool {
+        self.is_full(LOBBY)
+    }
+
     /// The members of `room`, in joining order (empty if it does not exist).
     pub fn members_of(&self, room: &str) -> &[MemberId] {
         self.rooms.get(room).map_or(&[], |r| &r.members)
@@ -154,6 +169,19 @@ impl Rooms {
                 break nick;
             }
         };
+        self.arrive_as(id, nick)
+    }
+
+    /// Takes a newcomer into the lobby under `nick`, which the cluster
+    /// granted it. Fails when the lobby is full, or (the cluster having
+    /// been unreachable for a while) a member here holds the nick.
+    pub fn arrive_as(&mut self, id: MemberId, nick: String) -> Result<String, ChatError> {
+        if self.is_full(LOBBY) {
+            return Err(ChatError::RoomFull);
+        }
+        if self.nicks.contains_key(&nick) {
+            return Err(ChatError::NickInUse);
+        }
         self.nicks.insert(nick.clone(), id);
         self.rooms
             .entry(LOBBY.to_string())
