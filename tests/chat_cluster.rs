@@ -1,0 +1,281 @@
+//! Chat across daemons (`chat.cluster`, PROTOCOL.md §8): two daemons on
+//! one Redis of the test's own form one chat; Redis going away makes each
+//! chat local, and its return makes them one again.
+//!
+//! Needs `redis-server` (`.ci/install-tools`); without it every test says
+//! SKIPPED and passes.
+
+mod chat_support;
+mod common;
+mod redis_support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use chat_support::Member;
+use common::{Daemon, wait_until};
+use redis_support::Redis;
+
+/// `chat.cluster_nick_ttl_s` for these tests: the shortest allowed, so a
+/// dead daemon's nicks come free quickly.
+const NICK_TTL_S: &str = "3";
+
+/// Starts a daemon in the cluster at `redis` and waits until its link is up.
+fn clustered(redis: &Redis) -> Daemon {
+    let cluster = format!("chat.cluster={}", redis.address());
+    let ttl = format!("chat.cluster_nick_ttl_s={NICK_TTL_S}");
+    let d = Daemon::start(&["--set", &cluster, "--set", &ttl]);
+    assert!(
+        wait_until(|| d.stderr().contains("chat cluster: connected")),
+        "the daemon never connected to Redis:\n{}",
+        d.stderr()
+    );
+    d
+}
+
+/// Connects a member to `d` and waits for its own arrival notice. Lines
+/// said in the cluster before it arrived may come in between: its daemon
+/// may receive them from Redis after it has let the member in.
+fn join(d: &Daemon) -> Member {
+    let mut m = Member::connect(d);
+    m.nick = chat_support::welcome_nick(&m.line());
+    m.skip_until(&format!("* {} joined lobby", m.nick));
+    m
+}
+
+/// The next said line's text (`nick: text`), skipping notices.
+fn next_said(m: &mut Member) -> String {
+    loop {
+        let line = m.line();
+        if !line.starts_with("* ") {
+            return chat_support::said_text(&line)
+                .unwrap_or_else(|| panic!("{} expected a said line, got {line:?}", m.nick))
+                .to_string();
+        }
+    }
+}
+
+/// Skips lines until one starts with `prefix`; returns it.
+fn skip_to_prefix(m: &mut Member, prefix: &str) -> String {
+    loop {
+        let line = m.line();
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn members_on_two_daemons_see_every_line_in_one_order() {
+    let Some(redis) = Redis::start_tcp() else {
+        return;
+    };
+    let (a, b) = (clustered(&redis), clustered(&redis));
+    let mut members = [join(&a), join(&b), join(&a), join(&b)];
+    let nicks: Vec<String> = members.iter().map(|m| m.nick.clone()).collect();
+    let unique: std::collections::BTreeSet<&String> = nicks.iter().collect();
+    assert_eq!(unique.len(), 4, "guest nicks are the cluster's: {nicks:?}");
+    let last = format!("* {} joined lobby", nicks[3]);
+    for m in &mut members[..3] {
+        m.skip_until(&last);
+    }
+
+    // Everyone talks at once, from threads of their own.
+    const LINES: usize = 50;
+    let writers: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let mut w = m.stream().try_clone().unwrap();
+            std::thread::spawn(move || {
+                for i in 0..LINES {
+                    w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let heard: Vec<Vec<String>> = members
+        .iter_mut()
+        .map(|m| (0..LINES * 4).map(|_| next_said(m)).collect())
+        .collect();
+    for (i, h) in heard.iter().enumerate().skip(1) {
+        assert_eq!(h, &heard[0], "member {i} heard another order");
+    }
+    // Each sender's lines arrive complete and in the order it sent them.
+    for nick in &nicks {
+        let own: Vec<&String> = heard[0]
+            .iter()
+            .filter(|l| l.starts_with(&format!("{nick}: ")))
+            .collect();
+        let expected: Vec<String> = (0..LINES).map(|i| format!("{nick}: line {i}")).collect();
+        assert_eq!(own, expected.iter().collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn a_nick_taken_on_one_daemon_is_refused_on_the_other() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered(&redis), clustered(&redis));
+    let mut ada = join(&a);
+    let mut other = join(&b);
+    ada.send("/nick ada");
+    ada.skip_until(&format!("* {} is now ada", ada.nick));
+    other.skip_until(&format!("* {} is now ada", ada.nick));
+    other.send("/nick ada");
+    other.expect("! error: nick in use");
+    // And a nick nobody has yet is granted on the other daemon.
+    other.send("/nick bob");
+    other.expect(&format!("* {} is now bob", other.nick));
+}
+
+#[test]
+fn who_and_rooms_list_members_of_both_daemons() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered(&redis), clustered(&redis));
+    let mut ada = join(&a);
+    let mut bob = join(&b);
+    let mut cy = join(&b);
+    ada.send("/nick ada");
+    ada.skip_until(&format!("* {} is now ada", ada.nick));
+    bob.send("/nick bob");
+    ada.skip_until(&format!("* {} is now bob", bob.nick));
+    cy.send("/join rust");
+    ada.skip_until(&format!("* {} left lobby", cy.nick));
+    // The view of the other daemon follows its messages: `joined rust`
+    // comes just after the `left lobby` ada heard, so it may need a moment.
+    let mut rooms = String::new();
+    assert!(
+        wait_until(|| {
+            ada.send("/rooms");
+            rooms = ada.line();
+            rooms == "* rooms: lobby(2) rust(1)"
+        }),
+        "last answer: {rooms:?}"
+    );
+    ada.send("/who");
+    ada.expect("* in lobby: ada bob");
+}
+
+#[test]
+fn a_private_message_crosses_daemons() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered(&redis), clustered(&redis));
+    let mut ada = join(&a);
+    let mut bob = join(&b);
+    bob.send("/nick bob");
+    ada.skip_until(&format!("* {} is now bob", bob.nick));
+    ada.send("/msg bob across the cluster");
+    let mine = next_said(&mut ada);
+    assert_eq!(mine, format!("{} -> bob: across the cluster", ada.nick));
+    assert_eq!(next_said(&mut bob), mine);
+    ada.send("/msg nobody hello");
+    ada.expect("! error: no such nick");
+}
+
+#[test]
+fn without_redis_chat_goes_local_and_comes_back_shared() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered(&redis), clustered(&redis));
+    let mut a1 = join(&a);
+    let mut a2 = join(&a);
+    let mut b1 = join(&b);
+    a1.skip_until(&format!("* {} joined lobby", b1.nick));
+    a2.skip_until(&format!("* {} joined lobby", b1.nick));
+
+    redis.kill();
+    for m in [&mut a1, &mut a2, &mut b1] {
+        let told = skip_to_prefix(m, "* chat is local only: ");
+        assert!(told.len() > "* chat is local only: ".len(), "{told:?}");
+    }
+    a1.send("still here");
+    assert_eq!(next_said(&mut a2), format!("{}: still here", a1.nick));
+    assert_eq!(next_said(&mut a1), format!("{}: still here", a1.nick));
+    b1.send("only here");
+    assert_eq!(next_said(&mut b1), format!("{}: only here", b1.nick));
+
+    redis.restart();
+    for m in [&mut a1, &mut a2, &mut b1] {
+        m.skip_until("* chat is shared again");
+    }
+    a1.send("across again");
+    assert_eq!(next_said(&mut b1), format!("{}: across again", a1.nick));
+    assert_eq!(next_said(&mut a2), format!("{}: across again", a1.nick));
+    // b1 never heard a1's local line: the first said line it got from a1
+    // was the one after the outage.
+    assert!(
+        a.stderr().contains("chat cluster: local only"),
+        "{}",
+        a.stderr()
+    );
+}
+
+#[test]
+fn a_daemon_killed_frees_its_nicks_after_the_ttl() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let mut a = clustered(&redis);
+    let b = clustered(&redis);
+    let mut ada = join(&a);
+    let mut other = join(&b);
+    ada.send("/nick ada");
+    other.skip_until(&format!("* {} is now ada", ada.nick));
+    a.child.kill().unwrap();
+    a.wait();
+    other.send("/nick ada");
+    other.expect("! error: nick in use");
+    // The claim lapses within the TTL of the last refresh, and the other
+    // daemon drops the dead one's members at its next heartbeat.
+    let granted = format!("* {} is now ada", other.nick);
+    assert!(
+        wait_until(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            other.send("/nick ada");
+            other.line() == granted
+        }),
+        "ada never came free"
+    );
+}
+
+#[test]
+fn a_subscription_dropped_by_redis_is_reported_not_silent() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = clustered(&redis);
+    let mut a1 = join(&a);
+    let mut r = redis.client();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 1mb 0 0")
+        .query::<()>(&mut r)
+        .unwrap();
+    // One message over the hard limit: Redis closes every subscriber it
+    // was queued for instead of buffering it.
+    let big = "x".repeat(2 * 1024 * 1024);
+    let receivers: u64 = redis::cmd("PUBLISH")
+        .arg("chat:events")
+        .arg(&big)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(receivers, 1, "the daemon was subscribed");
+    let told = skip_to_prefix(&mut a1, "* chat is local only: ");
+    assert!(told.contains("subscription closed"), "{told:?}");
+    a1.skip_until("* chat is shared again");
+    assert!(
+        a.stderr().contains("output-buffer limit"),
+        "the log names the likely cause:\n{}",
+        a.stderr()
+    );
+}
