@@ -55,6 +55,17 @@ fn next_said(m: &mut Member) -> String {
     }
 }
 
+/// The daemon's `/metrics` page.
+fn get_metrics(d: &Daemon) -> String {
+    use std::io::Read;
+    let mut s = d.connect("admin");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 /// Skips lines until one starts with `prefix`; returns it.
 fn skip_to_prefix(m: &mut Member, prefix: &str) -> String {
     loop {
@@ -273,6 +284,17 @@ fn a_subscription_dropped_by_redis_is_reported_not_silent() {
     let told = skip_to_prefix(&mut a1, "* chat is local only: ");
     assert!(told.contains("subscription closed"), "{told:?}");
     a1.skip_until("* chat is shared again");
+    let metrics = get_metrics(&a);
+    for expected in [
+        "socketlab_chat_cluster_subscriptions_lost_total 1\n",
+        "socketlab_chat_cluster_reconnects_total 1\n",
+        "socketlab_chat_cluster_connected 1\n",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
     assert!(
         a.stderr().contains("output-buffer limit"),
         "the log names the likely cause:\n{}",

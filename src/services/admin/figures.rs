@@ -22,7 +22,68 @@ pub struct Figures<'a> {
     /// Each reactor's own figures, by index (PROTOCOL.md §8); `metrics`
     /// holds their sum.
     pub reactors: &'a [Metrics],
+    /// The chat cluster's link, when `chat.cluster` is set.
+    pub cluster: Option<ClusterFigures>,
 }
+
+/// The chat cluster link's counters (src/services/chat/cluster), copied
+/// when a request is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterFigures {
+    pub connected: u64,
+    pub reconnects: u64,
+    pub published: u64,
+    pub received: u64,
+    pub dropped: u64,
+    pub subscriptions_lost: u64,
+}
+
+/// The chat cluster's figures, under `"chat_cluster"` in `/stats`; both
+/// formats leave them out when the daemon has no cluster.
+const CLUSTER_FIGURES: [Figure<ClusterFigures>; 6] = [
+    Figure {
+        metric: "socketlab_chat_cluster_connected",
+        field: "connected",
+        kind: Kind::Gauge,
+        help: "1 while the chat is shared over Redis, 0 while it is local only.",
+        read: |c| Value::Count(c.connected),
+    },
+    Figure {
+        metric: "socketlab_chat_cluster_reconnects_total",
+        field: "reconnects",
+        kind: Kind::Counter,
+        help: "Connections to Redis made again after one was lost.",
+        read: |c| Value::Count(c.reconnects),
+    },
+    Figure {
+        metric: "socketlab_chat_cluster_published_total",
+        field: "published",
+        kind: Kind::Counter,
+        help: "Chat messages published to Redis.",
+        read: |c| Value::Count(c.published),
+    },
+    Figure {
+        metric: "socketlab_chat_cluster_received_total",
+        field: "received",
+        kind: Kind::Counter,
+        help: "Chat messages received from the Redis subscription, this daemon's own included.",
+        read: |c| Value::Count(c.received),
+    },
+    Figure {
+        metric: "socketlab_chat_cluster_dropped_total",
+        field: "dropped",
+        kind: Kind::Counter,
+        help: "Chat messages known lost: gaps in a sender's sequence, and lines that could not be published.",
+        read: |c| Value::Count(c.dropped),
+    },
+    Figure {
+        metric: "socketlab_chat_cluster_subscriptions_lost_total",
+        field: "subscriptions_lost",
+        kind: Kind::Counter,
+        help: "Subscriptions that ended under a live link: Redis went away, or dropped the subscriber over its pubsub output-buffer limit.",
+        read: |c| Value::Count(c.subscriptions_lost),
+    },
+];
 
 /// How Prometheus should treat a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +305,12 @@ impl Figures<'_> {
             }
         }
         self.write_turn_histogram(&mut out);
+        if let Some(cluster) = &self.cluster {
+            for figure in &CLUSTER_FIGURES {
+                figure.write_family_head(&mut out);
+                let _ = writeln!(out, "{} {}", figure.metric, (figure.read)(cluster));
+            }
+        }
         out
     }
 
@@ -307,7 +374,12 @@ impl Figures<'_> {
             write_object(&mut out, &LOOP_FIGURES, &self.loop_figures_of(m));
             out.push('}');
         }
-        out.push_str("]}");
+        out.push(']');
+        if let Some(cluster) = &self.cluster {
+            out.push_str(",\"chat_cluster\":");
+            write_object(&mut out, &CLUSTER_FIGURES, cluster);
+        }
+        out.push('}');
         out
     }
 
@@ -385,6 +457,7 @@ mod tests {
             hosted: &hosted,
             now,
             reactors: &[],
+            cluster: None,
         }
         .prometheus();
         for expected in [
@@ -426,6 +499,7 @@ mod tests {
             hosted: &hosted,
             now,
             reactors: &[],
+            cluster: None,
         }
         .json();
         let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -459,6 +533,7 @@ mod tests {
             hosted: &[ServiceId::Echo],
             now,
             reactors: &[],
+            cluster: None,
         };
         let text = figures.prometheus();
         for expected in [
@@ -487,6 +562,40 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_figures_appear_only_with_a_cluster() {
+        let (metrics, now) = fixture();
+        let mut figures = Figures {
+            metrics: &metrics,
+            hosted: &[ServiceId::Echo],
+            now,
+            reactors: &[],
+            cluster: None,
+        };
+        assert!(!figures.prometheus().contains("chat_cluster"));
+        assert!(!figures.json().contains("chat_cluster"));
+        figures.cluster = Some(ClusterFigures {
+            connected: 1,
+            reconnects: 2,
+            published: 30,
+            received: 40,
+            dropped: 5,
+            subscriptions_lost: 1,
+        });
+        let text = figures.prometheus();
+        for expected in [
+            "# TYPE socketlab_chat_cluster_connected gauge\n",
+            "socketlab_chat_cluster_connected 1\n",
+            "socketlab_chat_cluster_dropped_total 5\n",
+            "socketlab_chat_cluster_subscriptions_lost_total 1\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&figures.json()).expect("valid JSON");
+        assert_eq!(v["chat_cluster"]["published"], 30);
+        assert_eq!(v["chat_cluster"]["received"], 40);
+    }
+
+    #[test]
     fn several_reactors_are_reported_each_beside_the_daemon_totals() {
         let (metrics, now) = fixture();
         let mut second = metrics.clone();
@@ -500,6 +609,7 @@ mod tests {
             hosted: &hosted,
             now,
             reactors: &reactors,
+            cluster: None,
         };
         let text = figures.prometheus();
         for expected in [

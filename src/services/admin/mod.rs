@@ -266,6 +266,7 @@ impl Session {
                         hosted: &hosted,
                         now: cx.now(),
                         reactors: &reactors,
+                        cluster: cluster_figures(cx),
                     };
                     (respond(&request, &figures), request.method == Method::Head)
                 }
@@ -331,6 +332,20 @@ impl Session {
             cx.set_timer(at);
         }
     }
+}
+
+/// The chat cluster link's counters, when the daemon has one.
+fn cluster_figures(cx: &mut Cx<'_>) -> Option<figures::ClusterFigures> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = cx.shared().chat_cluster.as_ref()?.stats();
+    Some(figures::ClusterFigures {
+        connected: stats.connected.load(Relaxed),
+        reconnects: stats.reconnects.load(Relaxed),
+        published: stats.published.load(Relaxed),
+        received: stats.received.load(Relaxed),
+        dropped: stats.dropped.load(Relaxed),
+        subscriptions_lost: stats.subscriptions_lost.load(Relaxed),
+    })
 }
 
 /// The services the daemon hosts, whose figures are reported.
@@ -410,6 +425,7 @@ mod tests {
             hosted: &hosted,
             now,
             reactors: &[],
+            cluster: None,
         };
         respond(&request(text), &figures)
     }
