@@ -301,3 +301,41 @@ fn a_subscription_dropped_by_redis_is_reported_not_silent() {
         a.stderr()
     );
 }
+
+#[test]
+fn bench_chat_spreads_its_members_over_the_cluster_and_every_line_arrives() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered(&redis), clustered(&redis));
+    let addrs = format!("{},{}", a.tcp("chat"), b.tcp("chat"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_socketlab"))
+        .args(["bench", "chat", "--addr", &addrs, "--members", "6"])
+        .args(["--messages", "300", "--window", "32", "--json"])
+        .args(["--time-limit", "10s"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the bench");
+    // Bounded by --time-limit and the drain timeout; the wait is too.
+    assert!(
+        wait_until(|| child.try_wait().unwrap().is_some()),
+        "the bench did not finish"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("--json output");
+    assert_eq!(json["joined"], 6);
+    assert_eq!(json["lines_sent"], 300);
+    assert_eq!(
+        json["deliveries"], 1800,
+        "three members on each daemon got every line"
+    );
+    assert_eq!(json["deliveries_expected"], 1800);
+}

@@ -2,9 +2,14 @@
 //! accounted for.
 //!
 //! ```text
-//! socketlab bench chat --addr A --members N --messages M --size S
+//! socketlab bench chat --addr A[,B...] --members N --messages M --size S
 //!                      [--rate R] [--window W] [--time-limit T]
 //! ```
+//!
+//! With several addresses (daemons sharing one chat, `chat.cluster`,
+//! PROTOCOL.md §8), member `i` joins the `i mod K`th of the `K`
+//! addresses: the sender is on the first, and every line must cross the
+//! cluster to reach the members of the others.
 //!
 //! # The run
 //!
@@ -82,7 +87,8 @@ use worker::Room;
 /// Arguments of `socketlab bench chat`.
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
-    /// The chat server's address.
+    /// The chat server's address; several, comma-separated, spread the
+    /// members over daemons that share one chat (the sender on the first).
     #[arg(long, default_value = "127.0.0.1:7194")]
     pub addr: String,
     /// Members in the room, the sender included.
@@ -175,10 +181,11 @@ impl Figures for ChatFigures {
 
 /// Runs `bench chat`.
 pub fn run(args: ChatArgs, stop: Arc<AtomicBool>) -> ExitCode {
-    let addr = match validate(&args) {
-        Ok(addr) => addr,
+    let addrs = match validate(&args) {
+        Ok(addrs) => addrs,
         Err(e) => return super::usage_error(e),
     };
+    let addr = addrs[0];
     let common = args.common.clone();
     super::measure(
         "chat",
@@ -189,7 +196,7 @@ pub fn run(args: ChatArgs, stop: Arc<AtomicBool>) -> ExitCode {
         stop,
         |session| {
             let (progress_tx, progress_rx) = session.progress_channel();
-            let room = Room::new(&args, addr, session, progress_tx);
+            let room = Room::new(&args, addrs, session, progress_tx);
             session.run_worker(
                 "bench-chat",
                 progress_rx,
@@ -200,7 +207,7 @@ pub fn run(args: ChatArgs, stop: Arc<AtomicBool>) -> ExitCode {
     )
 }
 
-fn validate(args: &ChatArgs) -> Result<SocketAddr, UsageError> {
+fn validate(args: &ChatArgs) -> Result<Vec<SocketAddr>, UsageError> {
     if args.size < PROBE_HEADER || args.size > 1 << 20 {
         return Err(UsageError(format!(
             "--size must be {PROBE_HEADER} to 1M bytes (the daemon's default line limit is 4096)"
@@ -221,7 +228,10 @@ fn validate(args: &ChatArgs) -> Result<SocketAddr, UsageError> {
             args.members
         )));
     }
-    super::resolve(&args.addr)
+    args.addr
+        .split(',')
+        .map(|a| super::resolve(a.trim()))
+        .collect()
 }
 
 impl ChatFigures {

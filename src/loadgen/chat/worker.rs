@@ -37,7 +37,8 @@ const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
 
 /// The room: every member, and the run's counters.
 pub(super) struct Room {
-    addr: SocketAddr,
+    /// The daemons to join; member `i` joins `addrs[i % addrs.len()]`.
+    addrs: Vec<SocketAddr>,
     size: usize,
     messages: u64,
     window: u64,
@@ -72,12 +73,12 @@ pub(super) struct Room {
 impl Room {
     pub(super) fn new(
         args: &ChatArgs,
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         session: &Session,
         progress: Sender<Interval>,
     ) -> io::Result<Room> {
         Ok(Room {
-            addr,
+            addrs,
             size: args.size,
             messages: args.messages,
             window: args.window,
@@ -239,7 +240,8 @@ impl Room {
         while self.can_open_more() && self.connect_pacer.take(now).is_some() {
             let index = self.next_to_open;
             self.next_to_open += 1;
-            let connect = TcpStream::connect(self.addr).and_then(|mut stream| {
+            let addr = self.addrs[index % self.addrs.len()];
+            let connect = TcpStream::connect(addr).and_then(|mut stream| {
                 self.poll.registry().register(
                     &mut stream,
                     Token(index),
