@@ -108,8 +108,9 @@
 //! to it, one file per concern: `events.rs` (dispatching, the ready queue,
 //! timers firing), `accept.rs`, `read.rs`, `write.rs` (the write path and
 //! backpressure), `call.rs` (calling sessions, and mail), `cx.rs` (what a
-//! session may do), `close.rs` (closing and shutdown), `datagram.rs` and
-//! `trace.rs`.
+//! session may do), `post.rs` (waking the loop from another thread, and
+//! what shared state may send in its turn), `close.rs` (closing and
+//! shutdown), `datagram.rs` and `trace.rs`.
 //!
 //! # Testing a session without the loop
 //!
