@@ -339,3 +339,19 @@ fn bench_chat_spreads_its_members_over_the_cluster_and_every_line_arrives() {
     );
     assert_eq!(json["deliveries_expected"], 1800);
 }
+
+#[test]
+fn lines_sent_before_the_welcome_wait_for_the_claims_in_order() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = clustered(&redis);
+    let mut m = Member::connect(&a);
+    // Sent before the guest nick is claimed: held, then served in order,
+    // the second line after the /nick's own claim.
+    m.send_raw(b"/nick early\nhello\n");
+    m.nick = chat_support::welcome_nick(&m.line());
+    m.expect(&format!("* {} joined lobby", m.nick));
+    m.expect(&format!("* {} is now early", m.nick));
+    assert_eq!(next_said(&mut m), "early: hello");
+}
