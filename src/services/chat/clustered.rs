@@ -27,7 +27,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::cluster::{CLAIM_TIMEOUT, Claim, wire::Body};
-use super::{ChatError, MemberId, Renamed, broadcast, notice, reply_error};
+use super::{
+    ChatError, Member, MemberId, Presence, Renamed, Session, broadcast, notice, reply_error,
+};
 use crate::services::Cx;
 
 /// What a room line is, for the other daemons' view of who is where.
@@ -53,6 +55,48 @@ pub(super) enum Claiming {
     Arrival,
     /// `/nick to`, for a member present under its old nick.
     Rename { to: String },
+}
+
+impl Session {
+    /// Acts on a claim's answer, or its fallback once the wait is over
+    /// (clustered.rs), and lets the held input flow again.
+    pub(super) fn settle(&mut self, pending: Pending, cx: &mut Cx<'_>) {
+        let Some(outcome) = answer(cx, &pending) else {
+            return; // A stale wake-up: still waiting.
+        };
+        let me = MemberId::of(cx);
+        self.presence = Presence::Present;
+        match pending.what {
+            Claiming::Arrival => {
+                let arrived = match outcome {
+                    Claim::Granted(nick) => {
+                        let arrived = cx.shared().chat.arrive_as(me, nick.clone());
+                        if arrived.is_err() {
+                            release(cx, &nick);
+                        }
+                        arrived
+                    }
+                    Claim::Taken | Claim::Unavailable(_) => cx.shared().chat.arrive(me),
+                };
+                self.welcome(arrived, cx);
+            }
+            Claiming::Rename { to } => {
+                let Some(Member { nick, room }) = cx.shared().chat.member(me).cloned() else {
+                    return;
+                };
+                match outcome {
+                    Claim::Granted(_) => {
+                        rename(cx, &nick, &room, &to, true);
+                    }
+                    Claim::Taken => refuse_taken(cx),
+                    Claim::Unavailable(_) => {
+                        rename(cx, &nick, &room, &to, false);
+                    }
+                }
+            }
+        }
+        cx.hold_input(false);
+    }
 }
 
 /// True when this daemon's chat is shared with others right now.
@@ -193,7 +237,10 @@ pub(super) fn rename(cx: &mut Cx<'_>, nick: &str, room: &str, new: &str, claimed
             )
         }
         Err(e) => {
-            if claimed {
+            // Given back unless a member here holds it: two members of this
+            // daemon may both have been granted it (a claim this daemon
+            // already holds counts as won).
+            if claimed && cx.shared().chat.find(new).is_none() {
                 release(cx, new);
             }
             reply_error(cx, e);

@@ -518,47 +518,6 @@ impl Session {
             }
         }
     }
-
-    /// Acts on a claim's answer, or its fallback once the wait is over
-    /// (clustered.rs), and lets the held input flow again.
-    fn settle(&mut self, pending: Pending, cx: &mut Cx<'_>) {
-        use cluster::Claim;
-        let Some(outcome) = clustered::answer(cx, &pending) else {
-            return; // A stale wake-up: still waiting.
-        };
-        let me = MemberId::of(cx);
-        self.presence = Presence::Present;
-        match pending.what {
-            Claiming::Arrival => {
-                let arrived = match outcome {
-                    Claim::Granted(nick) => {
-                        let arrived = cx.shared().chat.arrive_as(me, nick.clone());
-                        if arrived.is_err() {
-                            clustered::release(cx, &nick);
-                        }
-                        arrived
-                    }
-                    Claim::Taken | Claim::Unavailable(_) => cx.shared().chat.arrive(me),
-                };
-                self.welcome(arrived, cx);
-            }
-            Claiming::Rename { to } => {
-                let Some(Member { nick, room }) = cx.shared().chat.member(me).cloned() else {
-                    return;
-                };
-                match outcome {
-                    Claim::Granted(_) => {
-                        clustered::rename(cx, &nick, &room, &to, true);
-                    }
-                    Claim::Taken => clustered::refuse_taken(cx),
-                    Claim::Unavailable(_) => {
-                        clustered::rename(cx, &nick, &room, &to, false);
-                    }
-                }
-            }
-        }
-        cx.hold_input(false);
-    }
 }
 
 impl super::Session for Session {

@@ -36,16 +36,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, Value};
+use redis::{Client, Connection};
 
-use super::wire::{
-    self, Body, DAEMONS_KEY, EVENTS_CHANNEL, Envelope, GUEST_COUNTER_KEY, Gaps, alive_key,
-    daemon_channel, members_key, nick_key,
-};
+use super::subscriber::Subscriber;
+use super::wire::{Body, EVENTS_CHANNEL, Envelope, daemon_channel};
 
 /// The first wait before connecting again after a failure.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -56,7 +54,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the subscriber looks up from a quiet subscription: to see
 /// whether it should stop, and to ping Redis so a dead peer is noticed.
-const SUBSCRIBER_POLL: Duration = Duration::from_millis(500);
+pub(super) const SUBSCRIBER_POLL: Duration = Duration::from_millis(500);
 /// Requests the loop may have waiting for the link thread; beyond this
 /// `Cluster` holds the sender back (congestion) rather than queue more.
 pub const REQUEST_QUEUE: usize = 4096;
@@ -69,11 +67,11 @@ pub const EVENT_QUEUE: usize = 16 * 1024;
 const PUBLISH_BATCH: usize = 512;
 /// Guest numbers tried for one arrival before giving up (each one is
 /// taken only if a member chose that nick with `/nick`).
-const GUEST_TRIES: usize = 16;
+pub(super) const GUEST_TRIES: usize = 16;
 /// Deletes a nick's key only if this daemon holds it (`KEYS[1]` the key,
 /// `ARGV[1]` our id): a release after the claim expired and another daemon
 /// took the nick must not free it.
-const RELEASE_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+pub(super) const RELEASE_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
 /// What the loop asks of the link.
 #[derive(Debug)]
@@ -157,7 +155,7 @@ pub struct Wake {
 
 impl Wake {
     /// False when the loop is gone.
-    fn send(&self, event: Event) -> bool {
+    pub(super) fn send(&self, event: Event) -> bool {
         if self.events.send(event).is_err() {
             return false;
         }
@@ -335,21 +333,21 @@ impl Requests {
     }
 }
 
-struct LinkThread {
-    client: Client,
-    config: LinkConfig,
+pub(super) struct LinkThread {
+    pub(super) client: Client,
+    pub(super) config: LinkConfig,
     requests: Requests,
     /// Handed to each subscriber, to report its end.
-    lost_tx: SyncSender<Request>,
-    wake: Wake,
-    stats: Arc<Stats>,
+    pub(super) lost_tx: SyncSender<Request>,
+    pub(super) wake: Wake,
+    pub(super) stats: Arc<Stats>,
     /// The nicks this daemon holds in Redis, refreshed with each heartbeat.
-    claimed: std::collections::BTreeSet<String>,
+    pub(super) claimed: std::collections::BTreeSet<String>,
     /// The last sequence number published.
-    seq: u64,
+    pub(super) seq: u64,
     /// Which connection this is, so a subscriber of an older one cannot
     /// end a newer one.
-    epoch: u64,
+    pub(super) epoch: u64,
 }
 
 impl LinkThread {
@@ -516,218 +514,6 @@ impl LinkThread {
         (batch, None)
     }
 
-    /// Publishes a batch in one pipeline, with the presence changes it
-    /// carries. On failure the room messages come back to be delivered
-    /// locally.
-    fn publish(&mut self, conn: &mut Connection, batch: Vec<(String, Body)>) -> Result<(), String> {
-        let me = self.config.daemon.clone();
-        let members = members_key(&me);
-        let mut pipe = redis::pipe();
-        for (channel, body) in &batch {
-            self.seq += 1;
-            let envelope = Envelope {
-                from: me.clone(),
-                seq: self.seq,
-                body: body.clone(),
-            };
-            pipe.cmd("PUBLISH")
-                .arg(channel)
-                .arg(envelope.encode())
-                .ignore();
-            match body {
-                Body::Joined { room, nick, .. } => {
-                    pipe.cmd("HSET").arg(&members).arg(nick).arg(room).ignore();
-                }
-                Body::Left { nick, .. } => {
-                    pipe.cmd("HDEL").arg(&members).arg(nick).ignore();
-                }
-                Body::Renamed {
-                    room, old, nick, ..
-                } => {
-                    pipe.cmd("HDEL").arg(&members).arg(old).ignore();
-                    pipe.cmd("HSET").arg(&members).arg(nick).arg(room).ignore();
-                }
-                Body::Say { .. } | Body::Msg { .. } | Body::Bye => {}
-            }
-        }
-        match pipe.query::<()>(conn) {
-            Ok(()) => {
-                let n = batch.len() as u64;
-                self.stats.published.fetch_add(n, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                for (_, body) in batch {
-                    self.bounce(body);
-                }
-                Err(describe(&e))
-            }
-        }
-    }
-
-    /// A room message that was not published goes back to the loop, which
-    /// delivers it to this daemon's members only.
-    fn bounce(&self, body: Body) {
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if body.room().is_some() {
-            self.wake.send(Event::Bounced(body));
-        }
-    }
-
-    fn claim(&mut self, conn: &mut Connection, nick: Option<&str>) -> Claim {
-        let result = match nick {
-            Some(nick) => self
-                .claim_one(conn, nick)
-                .map(|won| won.then(|| nick.to_string())),
-            None => self.claim_guest(conn),
-        };
-        match result {
-            Ok(Some(nick)) => {
-                self.claimed.insert(nick.clone());
-                Claim::Granted(nick)
-            }
-            Ok(None) => Claim::Taken,
-            Err(e) => Claim::Unavailable(e),
-        }
-    }
-
-    /// `SET chat:nick:<n> <id> NX EX <ttl>`; a nick this daemon already
-    /// holds counts as won (a member taking back its own old nick).
-    fn claim_one(&self, conn: &mut Connection, nick: &str) -> Result<bool, String> {
-        let key = nick_key(nick);
-        let me = &self.config.daemon;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(me)
-            .arg("NX")
-            .arg("EX")
-            .arg(self.config.nick_ttl.as_secs())
-            .query(conn)
-            .map_err(|e| describe(&e))?;
-        if set.is_some() {
-            return Ok(true);
-        }
-        let owner: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query(conn)
-            .map_err(|e| describe(&e))?;
-        Ok(owner.as_deref() == Some(me.as_str()))
-    }
-
-    fn claim_guest(&self, conn: &mut Connection) -> Result<Option<String>, String> {
-        for _ in 0..GUEST_TRIES {
-            let k: u64 = redis::cmd("INCR")
-                .arg(GUEST_COUNTER_KEY)
-                .query(conn)
-                .map_err(|e| describe(&e))?;
-            let nick = format!("guest{k}");
-            if self.claim_one(conn, &nick)? {
-                return Ok(Some(nick));
-            }
-        }
-        Ok(None)
-    }
-
-    fn release(&mut self, conn: &mut Connection, nick: &str) -> Result<(), String> {
-        self.claimed.remove(nick);
-        redis::cmd("EVAL")
-            .arg(RELEASE_SCRIPT)
-            .arg(1)
-            .arg(nick_key(nick))
-            .arg(&self.config.daemon)
-            .query::<()>(conn)
-            .map_err(|e| describe(&e))
-    }
-
-    /// Claims this daemon's members' nicks again and rewrites its presence
-    /// hash: after an outage, Redis may have forgotten both (it restarted,
-    /// or the TTLs ran out). A nick another daemon took meanwhile is a
-    /// conflict: logged and counted, and the member keeps it here.
-    fn present(
-        &mut self,
-        conn: &mut Connection,
-        members: Vec<(String, String)>,
-    ) -> Result<(), String> {
-        self.claimed.clear();
-        for (nick, _) in &members {
-            if self.claim_one(conn, nick)? {
-                self.claimed.insert(nick.clone());
-            } else {
-                log::warn!("chat cluster: nick {nick} is held by another daemon too");
-            }
-        }
-        let key = members_key(&self.config.daemon);
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(&key).ignore();
-        for (nick, room) in &members {
-            pipe.cmd("HSET").arg(&key).arg(nick).arg(room).ignore();
-        }
-        pipe.query::<()>(conn).map_err(|e| describe(&e))?;
-        self.heartbeat(conn)
-    }
-
-    /// Says this daemon is alive, refreshes its claims and presence, clears
-    /// away daemons whose heartbeat expired, and sends the loop the others'
-    /// members.
-    fn heartbeat(&mut self, conn: &mut Connection) -> Result<(), String> {
-        let me = &self.config.daemon;
-        let ttl = self.config.nick_ttl.as_secs();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(alive_key(me))
-            .arg(1)
-            .arg("EX")
-            .arg(ttl)
-            .ignore();
-        pipe.cmd("SADD").arg(DAEMONS_KEY).arg(me).ignore();
-        pipe.cmd("EXPIRE").arg(members_key(me)).arg(ttl).ignore();
-        for nick in &self.claimed {
-            pipe.cmd("EXPIRE").arg(nick_key(nick)).arg(ttl).ignore();
-        }
-        pipe.query::<()>(conn).map_err(|e| describe(&e))?;
-
-        let daemons: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(DAEMONS_KEY)
-            .query(conn)
-            .map_err(|e| describe(&e))?;
-        let mut others = Vec::new();
-        for daemon in daemons.into_iter().filter(|d| d != me) {
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(alive_key(&daemon))
-                .query(conn)
-                .map_err(|e| describe(&e))?;
-            if !alive {
-                let mut pipe = redis::pipe();
-                pipe.cmd("SREM").arg(DAEMONS_KEY).arg(&daemon).ignore();
-                pipe.cmd("DEL").arg(members_key(&daemon)).ignore();
-                pipe.query::<()>(conn).map_err(|e| describe(&e))?;
-                continue;
-            }
-            let members: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(members_key(&daemon))
-                .query(conn)
-                .map_err(|e| describe(&e))?;
-            others.push((daemon, members));
-        }
-        self.wake.send(Event::Snapshot(others));
-        Ok(())
-    }
-
-    /// On the way out: says `bye`, frees the nicks and the presence. Best
-    /// effort; the TTLs free what this misses.
-    fn give_back(&mut self, conn: &mut Connection) {
-        let _ = self.publish(conn, vec![(EVENTS_CHANNEL.to_string(), Body::Bye)]);
-        let me = self.config.daemon.clone();
-        for nick in std::mem::take(&mut self.claimed) {
-            let _ = self.release(conn, &nick);
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(alive_key(&me)).ignore();
-        pipe.cmd("DEL").arg(members_key(&me)).ignore();
-        pipe.cmd("SREM").arg(DAEMONS_KEY).arg(&me).ignore();
-        let _ = pipe.query::<()>(conn);
-    }
-
     /// Waits out a backoff delay, answering requests meanwhile: nothing
     /// can be published or claimed. Returns false when the daemon stops.
     fn wait(&mut self, delay: Duration) -> bool {
@@ -757,107 +543,8 @@ impl LinkThread {
     }
 }
 
-/// The subscribed connection's thread.
-struct Subscriber {
-    client: Client,
-    channels: Vec<String>,
-    wake: Wake,
-    lost: SyncSender<Request>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Stats>,
-    epoch: u64,
-}
-
-impl Subscriber {
-    fn run(self, ready: SyncSender<Result<(), String>>) {
-        let mut conn = match self.client.get_connection_with_timeout(COMMAND_TIMEOUT) {
-            Ok(conn) => conn,
-            Err(e) => {
-                let _ = ready.send(Err(describe(&e)));
-                return;
-            }
-        };
-        let mut pubsub = conn.as_pubsub();
-        let subscribed = pubsub
-            .set_read_timeout(Some(COMMAND_TIMEOUT))
-            .and_then(|()| pubsub.subscribe(&self.channels))
-            .and_then(|()| pubsub.set_read_timeout(Some(SUBSCRIBER_POLL)));
-        if let Err(e) = subscribed {
-            let _ = ready.send(Err(describe(&e)));
-            return;
-        }
-        let _ = ready.send(Ok(()));
-        let mut gaps = Gaps::default();
-        let mut quiet_since = Instant::now();
-        let reason = loop {
-            if self.stop.load(Ordering::Acquire) {
-                return;
-            }
-            match pubsub.get_message() {
-                Ok(msg) => {
-                    quiet_since = Instant::now();
-                    let envelope = match wire::Envelope::decode(msg.get_payload_bytes()) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            log::warn!(
-                                "chat cluster: skipped a message on {}: {e}",
-                                msg.get_channel_name()
-                            );
-                            continue;
-                        }
-                    };
-                    let missed = gaps.observe(&envelope.from, envelope.seq);
-                    if missed > 0 {
-                        self.stats.dropped.fetch_add(missed, Ordering::Relaxed);
-                        log::warn!(
-                            "chat cluster: {missed} message(s) from {} lost before #{}",
-                            envelope.from,
-                            envelope.seq
-                        );
-                    }
-                    if envelope.body == Body::Bye {
-                        gaps.forget(&envelope.from);
-                    }
-                    self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    if !self.wake.send(Event::Received(envelope)) {
-                        return;
-                    }
-                }
-                Err(e) if e.is_timeout() => {
-                    // A quiet subscription: make sure Redis is still there.
-                    if quiet_since.elapsed() >= SUBSCRIBER_POLL * 2 {
-                        if let Err(e) = pubsub.ping::<Value>() {
-                            break format!("subscription lost: {}", describe(&e));
-                        }
-                        quiet_since = Instant::now();
-                    }
-                }
-                Err(e) => {
-                    break format!(
-                        "subscription closed ({}): Redis went away, or dropped this \
-                         subscriber over its pubsub output-buffer limit",
-                        describe(&e)
-                    );
-                }
-            }
-        };
-        if !self.stop.load(Ordering::Acquire) {
-            let lost = Request::Lost {
-                epoch: self.epoch,
-                reason,
-            };
-            // A full queue means the link is busy; it still learns of the
-            // end from its own next command failing, or from this report
-            // once there is room.
-            if let Err(TrySendError::Full(lost)) = self.lost.try_send(lost) {
-                let _ = self.lost.send(lost);
-            }
-        }
-    }
-}
-
 /// A Redis error as one short line.
-fn describe(e: &redis::RedisError) -> String {
+pub(super) fn describe(e: &redis::RedisError) -> String {
     let text = e.to_string();
     text.lines().next().unwrap_or("error").to_string()
 }

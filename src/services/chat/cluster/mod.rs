@@ -79,7 +79,9 @@
 //! read that view, so they cost no round trip; the view may lag a
 //! departure by one heartbeat when a daemon dies.
 
+mod calls;
 mod link;
+mod subscriber;
 mod view;
 pub mod wire;
 
