@@ -54,7 +54,7 @@ impl Reactor {
                     log::warn!("accept on {service} failed: {e}");
                     self.core
                         .timers
-                        .schedule(self.core.now + ACCEPT_RETRY, key, Wake::Accept);
+                        .schedule(self.core.now + ACCEPT_RETRY, key, 0, Wake::Accept);
                     return;
                 }
             }
@@ -82,7 +82,7 @@ impl Reactor {
                 log::warn!("accept on {service}: {e}; pausing this listener for {ACCEPT_RETRY:?}");
                 self.core
                     .timers
-                    .schedule(self.core.now + ACCEPT_RETRY, key, Wake::Accept);
+                    .schedule(self.core.now + ACCEPT_RETRY, key, 0, Wake::Accept);
             }
         }
     }

@@ -132,9 +132,9 @@ impl Reactor {
 
     /// Step 5: the wake-ups that are due.
     pub(super) fn fire_timers(&mut self) {
-        while let Some((key, wake)) = self.core.timers.pop_due(self.core.now) {
+        while let Some((key, serial, wake)) = self.core.timers.pop_due(self.core.now) {
             self.core.turn.timers += 1;
-            self.fire(key, wake);
+            self.fire(key, serial, wake);
             self.deliver_mail();
         }
     }
@@ -155,6 +155,7 @@ impl Reactor {
         m.max_turn = m.max_turn.max(m.last_turn);
         m.busy += m.last_turn;
         m.turn_histogram.record(m.last_turn);
+        m.timers_queued = self.core.timers.len() as u64;
         if self.core.group.reactors() > 1 {
             self.core.group.publish(self.core.index, m);
         }
@@ -290,14 +291,29 @@ impl Reactor {
         }
     }
 
-    pub(super) fn arm_idle(&mut self, key: usize, at: Instant) {
-        if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
-            conn.idle_wake = Some(at);
-            self.core.timers.schedule(at, key, Wake::Idle);
+    /// Whether a wake-up set for `serial` on `key` still means the source
+    /// there: the same connection, or a listener (serial 0).
+    pub(super) fn wake_up_is_live(&self, key: usize, serial: u64) -> bool {
+        match self.sources.get(key) {
+            Some(Source::Conn(c)) => c.serial == serial,
+            Some(Source::Listener(_) | Source::Datagram(_)) => serial == 0,
+            _ => false,
         }
     }
 
-    pub(super) fn fire(&mut self, key: usize, wake: Wake) {
+    pub(super) fn arm_idle(&mut self, key: usize, at: Instant) {
+        if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
+            conn.idle_wake = Some(at);
+            self.core.timers.schedule(at, key, conn.serial, Wake::Idle);
+        }
+    }
+
+    /// Acts on a wake-up that is due, unless it was set for a connection
+    /// that has gone since (another may have its token now).
+    pub(super) fn fire(&mut self, key: usize, serial: u64, wake: Wake) {
+        if !self.wake_up_is_live(key, serial) {
+            return;
+        }
         match wake {
             Wake::Accept => {
                 trace!(self.core.trace, "#{key} timer fired: accept retry");
@@ -305,7 +321,7 @@ impl Reactor {
             }
             Wake::Session => {
                 trace!(self.core.trace, "#{key} timer fired: session");
-                self.call(key, None, |s, cx| s.on_timer(cx));
+                self.call(key, Some(serial), |s, cx| s.on_timer(cx));
             }
             Wake::Linger => {
                 if let Some(Source::Conn(conn)) = self.sources.get(key) {
@@ -316,7 +332,7 @@ impl Reactor {
                         self.kill(key);
                     } else if matches!(conn.phase, Phase::Closing | Phase::Lingering) {
                         let at = conn.last_active + LINGER;
-                        self.core.timers.schedule(at, key, Wake::Linger);
+                        self.core.timers.schedule(at, key, serial, Wake::Linger);
                     }
                 }
             }

@@ -133,10 +133,11 @@ struct LoopFigures {
     max_turn: Duration,
     busy: Duration,
     uptime: Duration,
+    timers: u64,
 }
 
 /// The loop's figures, under `"loop"` in `/stats`.
-const LOOP_FIGURES: [Figure<LoopFigures>; 7] = [
+const LOOP_FIGURES: [Figure<LoopFigures>; 8] = [
     Figure {
         metric: "socketlab_loop_iterations_total",
         field: "iterations",
@@ -185,6 +186,13 @@ const LOOP_FIGURES: [Figure<LoopFigures>; 7] = [
         kind: Kind::Gauge,
         help: "Time since the daemon started serving.",
         read: |l| Value::Seconds(l.uptime),
+    },
+    Figure {
+        metric: "socketlab_loop_timers",
+        field: "timers",
+        kind: Kind::Gauge,
+        help: "Wake-ups in the timer queue, stale ones not yet swept included.",
+        read: |l| Value::Count(l.timers),
     },
 ];
 
@@ -324,6 +332,7 @@ impl Figures<'_> {
             max_turn: m.max_turn,
             busy: m.busy,
             uptime: self.now.saturating_duration_since(m.started),
+            timers: m.timers_queued,
         }
     }
 }
