@@ -247,6 +247,7 @@ fn metrics_count_the_bytes_moved_through_echo() {
         ("socketlab_loop_max_turn_seconds", "gauge"),
         ("socketlab_loop_busy_seconds_total", "counter"),
         ("socketlab_uptime_seconds", "gauge"),
+        ("socketlab_loop_timers", "gauge"),
         ("socketlab_loop_turn_seconds", "histogram"),
         ("socketlab_messages_received_total", "counter"),
     ];
