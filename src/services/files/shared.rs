@@ -297,3 +297,45 @@ fn create_demo(data_dir: &Path, store: &Path, root: &Path) -> io::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn reservations_from_several_threads_never_pass_the_quota_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        // The first start creates `demo`, whose home is empty.
+        let daemon = Arc::new(FilesDaemon::new(&config).unwrap());
+        let home = users::default_home("demo");
+        assert!(daemon.lock().user("demo").is_some());
+        // Eight "reactors" reserve 40 bytes each against a limit of 100,
+        // each under one lock for the check and the reservation together.
+        let reserved: usize = (0..8)
+            .map(|i| {
+                let (daemon, home) = (daemon.clone(), home.clone());
+                std::thread::spawn(move || {
+                    let reservation = Reservation {
+                        path: format!("f{i}"),
+                        charge: 40,
+                        active: true,
+                    };
+                    let mut files = daemon.lock();
+                    let book = files.book("demo", &home);
+                    book.reserve(&format!("id{i}"), reservation, Some(100))
+                        .is_ok()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum();
+        assert_eq!(reserved, 2);
+        assert_eq!(daemon.lock().book("demo", &home).used(), 80);
+    }
+}
