@@ -80,8 +80,8 @@ impl Common {
 }
 
 impl Shared {
-    /// Builds the shared state of a daemon with one reactor (and of the
-    /// test harness): its [`Common`] of its own.
+    /// Builds shared state with a [`Common`] of its own, for a reactor
+    /// that shares with no other (the test harness).
     pub fn new(config: Config) -> io::Result<Shared> {
         let common = Common::new(&config)?;
         Ok(Shared::joined(config, &common))

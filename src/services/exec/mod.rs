@@ -78,8 +78,8 @@
 //! result arrives the session is `Spawning`: it decodes nothing further and
 //! holds its input, so a `stdin` frame sent right behind the `run` waits
 //! with the reactor and reaches the program in order once it runs. The
-//! program counts against `exec.max_running` from the moment its spawn is
-//! submitted. A connection that ends while its program is being spawned
+//! program counts against `exec.max_running` (the daemon's, over every
+//! reactor) from the moment its `run` is taken up. A connection that ends while its program is being spawned
 //! gives the slot back at once; the child, when it comes, is killed and
 //! reaped by the job's cleanup (or, if the result is still delivered, by
 //! the reaper).
