@@ -309,9 +309,17 @@ impl Figures<'_> {
             let comma = if i == 0 { "" } else { "," };
             let _ = write!(
                 out,
-                "{comma}{{\"connections_open\":{},\"loop\":",
+                "{comma}{{\"connections_open\":{},\"services\":{{",
                 m.connections_open()
             );
+            // Each service's figures on this reactor alone, so a reader
+            // sees how the kernel spread a service's connections.
+            for (k, &id) in self.hosted.iter().enumerate() {
+                let comma = if k == 0 { "" } else { "," };
+                let _ = write!(out, "{comma}\"{id}\":");
+                write_object(&mut out, &SERVICE_FIGURES, m.service(id));
+            }
+            out.push_str("},\"loop\":");
             write_object(&mut out, &LOOP_FIGURES, &self.loop_figures_of(m));
             out.push('}');
         }
@@ -526,5 +534,10 @@ mod tests {
         assert_eq!(v["reactors"][1]["loop"]["iterations"], 60);
         assert_eq!(v["reactors"][1]["connections_open"], 8);
         assert_eq!(v["reactors"].as_array().unwrap().len(), 2);
+        // Each reactor's own figures per service, beside the totals.
+        assert_eq!(v["services"]["echo"]["connections_open"], 9);
+        assert_eq!(v["reactors"][1]["services"]["echo"]["connections_open"], 7);
+        assert_eq!(v["reactors"][0]["services"]["echo"]["connections_open"], 2);
+        assert!(v["reactors"][1]["services"]["admin"].is_object());
     }
 }
