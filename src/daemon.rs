@@ -137,7 +137,10 @@ fn serve(args: Args) -> Result<(), String> {
         slow_turn,
         group: group.clone(),
     };
-    let shared = Shared::new(config).map_err(|e| e.to_string())?;
+    let mut shared = Shared::new(config).map_err(|e| e.to_string())?;
+    // Only the daemon, and only once, adopts what its programs leave
+    // behind where they get no cgroup (services/exec/subreaper.rs).
+    shared.exec.become_subreaper();
     let mut reactor = Reactor::new(bound, shared, max_connections, args.trace)
         .map_err(|e| e.to_string())?
         .join(group, 0);

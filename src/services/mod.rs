@@ -71,7 +71,7 @@ impl Shared {
     /// True while shared state still has work that must finish before the
     /// daemon may exit (children not yet reaped).
     pub fn is_busy(&self) -> bool {
-        self.exec.dying() > 0
+        self.exec.is_busy()
     }
 }
 

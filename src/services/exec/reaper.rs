@@ -34,6 +34,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use super::subreaper::Registration;
 use super::sys::{Cgroup, group_exists, signal_group};
 
 /// How often dying programs are checked.
@@ -52,6 +53,10 @@ pub struct Dying {
     /// gone). Removed when empty, on drop.
     /// (Boxed: it is rarely there, and `Dying` travels in `Result`s.)
     cgroup: Option<Box<Cgroup>>,
+    /// The program's place in the registry of spawned pids, dropped with
+    /// this once the group is done: until then an adopted process in the
+    /// group is left to it (see subreaper.rs).
+    registration: Option<Registration>,
     /// When the group gets KILL if anything is left in it.
     kill_at: Instant,
     /// KILL has been sent.
@@ -63,12 +68,14 @@ impl Dying {
         pgid: i32,
         leader: Option<Child>,
         cgroup: Option<Cgroup>,
+        registration: Option<Registration>,
         kill_at: Instant,
     ) -> Dying {
         Dying {
             pgid,
             leader,
             cgroup: cgroup.map(Box::new),
+            registration,
             kill_at,
             killed: false,
         }
@@ -84,6 +91,12 @@ impl Dying {
                     log::warn!("exec: waitpid({}): {e}", self.pgid);
                     self.leader = None;
                 }
+            }
+            // Just reaped: what it left running has just been adopted.
+            if self.leader.is_none()
+                && let Some(registration) = &self.registration
+            {
+                registration.leader_ended();
             }
         }
         if !self.killed && self.kill_at <= now {
@@ -200,6 +213,7 @@ mod tests {
             pgid,
             Some(child),
             None,
+            None,
             start + Duration::from_secs(30),
         ));
         let end = poll_until_empty(&mut reaper);
@@ -232,6 +246,7 @@ mod tests {
             pgid,
             Some(child),
             None,
+            None,
             start + Duration::from_millis(300),
         ));
         let (done, _) = reaper.poll(Instant::now());
@@ -253,6 +268,7 @@ mod tests {
         let mut reaper = Reaper::default();
         reaper.adopt(Dying::new(
             pgid,
+            None,
             None,
             None,
             Instant::now() + Duration::from_secs(5),

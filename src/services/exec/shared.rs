@@ -1,5 +1,7 @@
 //! What the exec service keeps across connections: the shared key, the
-//! count of running programs, the working directory and the reaper.
+//! count of running programs, the working directory, the reaper, and how
+//! what programs leave behind is contained (a cgroup per program, or the
+//! subreaper fallback).
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -7,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::reaper::{Dying, Reaper};
+use super::subreaper::{self, Subreaper};
 use super::sys::{Cgroup, CgroupParent};
 use crate::auth::{self, Key};
 use crate::config::Config;
@@ -24,6 +27,14 @@ pub struct ExecShared {
     /// `<data-dir>/<exec.workdir>`, absolute: programs run here, and it is
     /// their `HOME`.
     workdir: PathBuf,
+    /// Why programs get no cgroup (`exec.cgroups = false`, or the error
+    /// that made creating one fail); `None` when they get one.
+    no_cgroups: Option<String>,
+    /// The daemon's subreaper, where it has become one (see
+    /// [`ExecShared::become_subreaper`]); dropping it at exit sweeps.
+    /// Declared after the reaper, so that the reaper's programs are
+    /// released first.
+    subreaper: Option<Subreaper>,
     /// Where each program gets its own cgroup; `None` where the daemon may
     /// not create cgroups (logged once at start). Declared last so that it
     /// is dropped after the reaper's cgroups, which live inside it.
@@ -41,6 +52,8 @@ impl ExecShared {
                 running: 0,
                 reaper: Reaper::default(),
                 workdir,
+                no_cgroups: None,
+                subreaper: None,
                 cgroups: None,
             });
         }
@@ -53,28 +66,57 @@ impl ExecShared {
         })?;
         // Programs get it as HOME, which should be absolute.
         let workdir = workdir.canonicalize()?;
-        let cgroups = match CgroupParent::create() {
+        let made = if config.exec.cgroups {
+            CgroupParent::create().map_err(|e| e.to_string())
+        } else {
+            Err("exec.cgroups = false".to_string())
+        };
+        let (cgroups, no_cgroups) = match made {
             Ok(parent) => {
                 log::info!(
                     "exec: programs run in cgroups under {}",
                     parent.dir().display()
                 );
-                Some(parent)
+                (Some(parent), None)
             }
-            Err(e) => {
-                log::warn!(
-                    "exec: no cgroup for programs ({e}); a program that leaves its process group may outlive its session"
-                );
-                None
-            }
+            // Logged by `become_subreaper`, which says what replaces them.
+            Err(why) => (None, Some(why)),
         };
         Ok(ExecShared {
             key,
             running: 0,
             reaper: Reaper::default(),
             workdir,
+            no_cgroups,
+            subreaper: None,
             cgroups,
         })
+    }
+
+    /// Where programs get no cgroup, makes the daemon the child subreaper
+    /// of their descendants (subreaper.rs) and logs which containment is
+    /// in use, and why. Called once, by the daemon at start, for the first
+    /// reactor: the subreaper is process-wide, and a process that merely
+    /// hosts sessions (a unit test's) must not adopt and kill children it
+    /// did not start.
+    pub fn become_subreaper(&mut self) {
+        let Some(why) = &self.no_cgroups else {
+            return;
+        };
+        match subreaper::enable() {
+            Ok(subreaper) => {
+                log::info!(
+                    "exec: no cgroup for programs ({why}); the daemon is their child subreaper \
+                     instead, and kills a process that leaves its program's process group \
+                     once it adopts it"
+                );
+                self.subreaper = Some(subreaper);
+            }
+            Err(e) => log::warn!(
+                "exec: no cgroup for programs ({why}) and no subreaper (prctl: {e}); \
+                 a program that leaves its process group may outlive its session"
+            ),
+        }
     }
 
     /// A fresh cgroup for the next program, where the daemon may make one.
@@ -118,14 +160,26 @@ impl ExecShared {
         self.reaper.adopt(dying);
     }
 
-    /// Moves the reaper along; returns when it next needs a turn.
+    /// Moves the reaper along, then gives the subreaper its turn (so a
+    /// group the reaper just finished is looked at in the same turn);
+    /// returns when either next needs a turn.
     pub fn poll(&mut self, now: Instant) -> Option<Instant> {
-        if self.reaper.is_empty() {
-            return None;
+        let mut next = None;
+        if !self.reaper.is_empty() {
+            let done;
+            (done, next) = self.reaper.poll(now);
+            self.running = self.running.saturating_sub(done);
         }
-        let (done, next) = self.reaper.poll(now);
-        self.running = self.running.saturating_sub(done);
-        next
+        match (next, subreaper::poll(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True while programs are still being stopped, or the subreaper still
+    /// has adopted processes to finish: the daemon must not exit yet.
+    pub fn is_busy(&self) -> bool {
+        !self.reaper.is_empty() || subreaper::is_busy()
     }
 
     /// Programs handed to the reaper and not reaped yet.
