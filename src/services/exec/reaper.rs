@@ -26,6 +26,12 @@
 //!               cgroup removed (done)
 //! ```
 //!
+//! Without a cgroup, what left the group is the subreaper's to find
+//! (subreaper.rs): a dying program keeps its registration as the daemon's
+//! own child until it is done, so that an adopted process still in its
+//! group is left to it, and the reaper tells the subreaper when the leader
+//! is reaped, the moment what it left behind is adopted.
+//!
 //! Polling `try_wait` every few milliseconds is the simple way; a
 //! production daemon would keep each dying program's pidfd registered in
 //! the poll and learn of its end as an event. Only dying programs are
