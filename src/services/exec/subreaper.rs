@@ -88,8 +88,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::sys;
@@ -490,27 +491,33 @@ impl Drop for Subreaper {
 
 /// The daemon's children and their process groups.
 fn list_children(own_pid: i32) -> Vec<(i32, Option<i32>)> {
-    match children_from_tasks() {
-        Some(pids) => pids
+    // Whether the kernel has the children files is asked once.
+    static CHILDREN_FILES: OnceLock<bool> = OnceLock::new();
+    if *CHILDREN_FILES.get_or_init(|| Path::new("/proc/thread-self/children").exists()) {
+        children_from_tasks()
             .into_iter()
             .map(|pid| (pid, sys::process_group_of(pid)))
-            .collect(),
-        None => children_from_proc(own_pid),
+            .collect()
+    } else {
+        children_from_proc(own_pid)
     }
 }
 
-/// Every thread's `children` file; `None` where the kernel has none.
-fn children_from_tasks() -> Option<Vec<i32>> {
+/// Every thread's `children` file.
+fn children_from_tasks() -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
     let mut pids = Vec::new();
-    let mut any = false;
-    for task in fs::read_dir("/proc/self/task").ok()?.flatten() {
-        // A thread that ended meanwhile has no file any more.
+    for task in tasks.flatten() {
+        // A thread that ended meanwhile has no file any more; its children
+        // went to another thread, whose file may or may not have been read
+        // yet. The next look finds them.
         if let Ok(text) = fs::read_to_string(task.path().join("children")) {
-            any = true;
             pids.extend(parse_children(&text));
         }
     }
-    any.then_some(pids)
+    pids
 }
 
 /// Every process whose parent is the daemon, from `/proc/<pid>/stat`.
