@@ -73,13 +73,15 @@
 //! takes the process-wide lock looks, the others find it taken and come
 //! back later, so exactly one place judges and reaps at a time. It looks
 //! at once when a program was registered, when its leader was reaped
-//! (that is when its leftovers are adopted) and when it was released,
-//! every [`SCAN_PERIOD`] while any
-//! program is registered, and every [`RESCAN`] while something it judged
-//! is not reaped yet. An idle daemon never wakes up for it. At shutdown
-//! the reactors wait for it ([`is_busy`]), and when the daemon exits a last
-//! sweep kills and reaps whatever it has still adopted ([`FINAL_SWEEP`] at
-//! most; see [`Subreaper`]).
+//! (that is when its leftovers are adopted) and when it was released;
+//! every [`SCAN_PERIOD`] while any program is registered; and every
+//! [`RESCAN`] while the last look found something to do (what it killed
+//! may not be dead yet, and its children are adopted in turn). An idle
+//! daemon never wakes up for it. At shutdown the reactors wait for it
+//! ([`is_busy`]), and when the daemon exits a last sweep kills and reaps
+//! whatever it has still adopted ([`FINAL_SWEEP`] at most; see
+//! [`Subreaper`]). Each look signals and reaps at most [`MAX_PER_LOOK`]
+//! processes, so one turn's work stays bounded.
 //!
 //! A production daemon might move the `/proc` walk off the loop thread; a
 //! look costs one small read per thread where the children files exist,
@@ -103,7 +105,7 @@ pub const SCAN_PERIOD: Duration = Duration::from_millis(100);
 pub const RESCAN: Duration = Duration::from_millis(10);
 
 /// The most adopted processes one look signals and reaps; the rest wait
-/// for the next look, which comes at once.
+/// for the next look, [`RESCAN`] later.
 pub const MAX_PER_LOOK: usize = 256;
 
 /// How long the last sweep, when the daemon exits, may take.
