@@ -132,6 +132,9 @@ fn serve(args: Args) -> Result<(), String> {
     ));
     // Loaded once for every reactor: the exec key, the files user store.
     let common = Common::new(&config).map_err(|e| e.to_string())?;
+    // Only the daemon, and only once, adopts what its programs leave
+    // behind where they get no cgroup (services/exec/subreaper.rs).
+    common.become_subreaper();
     let siblings = Siblings {
         config: config.clone(),
         common: common.clone(),

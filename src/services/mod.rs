@@ -77,6 +77,14 @@ impl Common {
             files: Arc::new(files::FilesDaemon::new(config)?),
         })
     }
+
+    /// Where exec's programs get no cgroup, makes this process the child
+    /// subreaper of their descendants (exec/subreaper.rs). The daemon calls
+    /// it once, at start; a process that only hosts sessions (a unit
+    /// test's) must not adopt and kill children it did not start.
+    pub fn become_subreaper(&self) {
+        self.exec.become_subreaper();
+    }
 }
 
 impl Shared {
@@ -110,7 +118,7 @@ impl Shared {
     /// True while shared state still has work that must finish before the
     /// daemon may exit (children not yet reaped).
     pub fn is_busy(&self) -> bool {
-        self.exec.dying() > 0
+        self.exec.is_busy()
     }
 }
 

@@ -114,6 +114,7 @@ pub mod running;
 #[cfg(test)]
 mod session_tests;
 mod shared;
+mod subreaper;
 mod sys;
 
 use std::net::SocketAddr;

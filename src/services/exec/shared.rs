@@ -1,5 +1,7 @@
 //! What the exec service keeps across connections: the shared key, the
-//! count of running programs, the working directory and the reaper.
+//! count of running programs, the working directory, the reaper, and how
+//! what programs leave behind is contained (a cgroup per program, or the
+//! subreaper fallback).
 //!
 //! # One daemon, several reactors
 //!
@@ -28,6 +30,11 @@
 //! (`Shared::poll`). At shutdown each reactor waits for its own reaper, so
 //! the daemon exits only once every reactor's programs are gone. A program
 //! finished by a reaper gives its place back to the daemon's count.
+//!
+//! Containment is the daemon's too: the parent cgroup, or, where programs
+//! get no cgroup, the child subreaper (subreaper.rs), which is
+//! process-wide by nature; [`ExecDaemon::become_subreaper`] is called
+//! once, at start.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use super::reaper::{Dying, Reaper};
+use super::subreaper::{self, Subreaper};
 use super::sys::{Cgroup, CgroupParent};
 use crate::auth::{self, Key};
 use crate::config::Config;
@@ -67,6 +75,15 @@ pub struct ExecDaemon {
     /// `<data-dir>/<exec.workdir>`, absolute: programs run here, and it is
     /// their `HOME`.
     workdir: PathBuf,
+    /// Why programs get no cgroup (`exec.cgroups = false`, or the error
+    /// that made creating one fail); `None` when they get one.
+    no_cgroups: Option<String>,
+    /// The daemon's subreaper, where it has become one (see
+    /// [`ExecDaemon::become_subreaper`]); dropping it at exit sweeps. It is
+    /// dropped with the last reactor's `ExecShared`, after that reactor's
+    /// reaper (declared first there), so the reaper's programs are released
+    /// first. Its lock is taken only at start.
+    subreaper: Mutex<Option<Subreaper>>,
     /// Where each program gets its own cgroup; `None` where the daemon may
     /// not create cgroups (logged once at start).
     cgroups: Mutex<Option<CgroupParent>>,
@@ -82,6 +99,8 @@ impl ExecDaemon {
                 key: Mutex::new(KeyCache::empty(auth::key::default_path(&config.data_dir))),
                 running: Running::default(),
                 workdir,
+                no_cgroups: None,
+                subreaper: Mutex::new(None),
                 cgroups: Mutex::new(None),
             });
         }
@@ -94,27 +113,56 @@ impl ExecDaemon {
         })?;
         // Programs get it as HOME, which should be absolute.
         let workdir = workdir.canonicalize()?;
-        let cgroups = match CgroupParent::create() {
+        let made = if config.exec.cgroups {
+            CgroupParent::create().map_err(|e| e.to_string())
+        } else {
+            Err("exec.cgroups = false".to_string())
+        };
+        let (cgroups, no_cgroups) = match made {
             Ok(parent) => {
                 log::info!(
                     "exec: programs run in cgroups under {}",
                     parent.dir().display()
                 );
-                Some(parent)
+                (Some(parent), None)
             }
-            Err(e) => {
-                log::warn!(
-                    "exec: no cgroup for programs ({e}); a program that leaves its process group may outlive its session"
-                );
-                None
-            }
+            // Logged by `become_subreaper`, which says what replaces them.
+            Err(why) => (None, Some(why)),
         };
         Ok(ExecDaemon {
             key: Mutex::new(key),
             running: Running::default(),
             workdir,
+            no_cgroups,
+            subreaper: Mutex::new(None),
             cgroups: Mutex::new(cgroups),
         })
+    }
+
+    /// Where programs get no cgroup, makes the daemon the child subreaper
+    /// of their descendants (subreaper.rs) and logs which containment is
+    /// in use, and why. Called once, by the daemon at start, before the
+    /// reactors run: the subreaper is process-wide, and a process that merely
+    /// hosts sessions (a unit test's) must not adopt and kill children it
+    /// did not start.
+    pub fn become_subreaper(&self) {
+        let Some(why) = &self.no_cgroups else {
+            return;
+        };
+        match subreaper::enable() {
+            Ok(subreaper) => {
+                log::info!(
+                    "exec: no cgroup for programs ({why}); the daemon is their child subreaper \
+                     instead, and kills a process that leaves its program's process group \
+                     once it adopts it"
+                );
+                *lock(&self.subreaper) = Some(subreaper);
+            }
+            Err(e) => log::warn!(
+                "exec: no cgroup for programs ({why}) and no subreaper (prctl: {e}); \
+                 a program that leaves its process group may outlive its session"
+            ),
+        }
     }
 }
 
@@ -185,14 +233,26 @@ impl ExecShared {
         self.reaper.adopt(dying);
     }
 
-    /// Moves the reaper along; returns when it next needs a turn.
+    /// Moves the reaper along, then gives the subreaper its turn (so a
+    /// group the reaper just finished is looked at in the same turn);
+    /// returns when either next needs a turn.
     pub fn poll(&mut self, now: Instant) -> Option<Instant> {
-        if self.reaper.is_empty() {
-            return None;
+        let mut next = None;
+        if !self.reaper.is_empty() {
+            let done;
+            (done, next) = self.reaper.poll(now);
+            self.daemon.running.give_back(done);
         }
-        let (done, next) = self.reaper.poll(now);
-        self.daemon.running.give_back(done);
-        next
+        match (next, subreaper::poll(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True while programs are still being stopped, or the subreaper still
+    /// has adopted processes to finish: the daemon must not exit yet.
+    pub fn is_busy(&self) -> bool {
+        !self.reaper.is_empty() || subreaper::is_busy()
     }
 
     /// Programs handed to this reactor's reaper and not reaped yet.
