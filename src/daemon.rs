@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::config::{self, Config, ListenAddr, Overrides, Reactors};
 use crate::reactor::{Bound, Group, ListenSocket, Reactor};
-use crate::services::{self, ServiceId, Shared};
+use crate::services::{self, Common, ServiceId, Shared};
 
 /// `socketlab serve` (PROTOCOL.md §1).
 #[derive(Debug, clap::Args)]
@@ -130,14 +130,20 @@ fn serve(args: Args) -> Result<(), String> {
         max_connections,
         config.limits.max_connections_per_ip,
     ));
+    // Loaded once for every reactor: the exec key, the files user store.
+    let common = Common::new(&config).map_err(|e| e.to_string())?;
+    // Only the daemon, and only once, adopts what its programs leave
+    // behind where they get no cgroup (services/exec/subreaper.rs).
+    common.become_subreaper();
     let siblings = Siblings {
-        config: sibling_config(&config),
+        config: config.clone(),
+        common: common.clone(),
         max_connections,
         trace: args.trace,
         slow_turn,
         group: group.clone(),
     };
-    let shared = Shared::new(config).map_err(|e| e.to_string())?;
+    let shared = Shared::joined(config, &common);
     let mut reactor = Reactor::new(bound, shared, max_connections, args.trace)
         .map_err(|e| e.to_string())?
         .join(group, 0);
@@ -179,8 +185,12 @@ fn serve(args: Args) -> Result<(), String> {
 
 /// What every reactor after the first is built from.
 struct Siblings {
-    /// The configuration with the services they do not host disabled.
+    /// The daemon's configuration. A service a sibling does not host
+    /// (chat) is still enabled in it, so the admin endpoint on any reactor
+    /// reports it; a sibling binds no socket for it (`bind_siblings`).
     config: Config,
+    /// What the services of every reactor share, loaded once.
+    common: Common,
     max_connections: usize,
     trace: bool,
     /// `limits.slow_turn_ms`, which every reactor logs against.
@@ -202,13 +212,14 @@ impl Siblings {
             let index = i + 1;
             let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
             let (config, group) = (self.config.clone(), self.group.clone());
+            let common = self.common.clone();
             let (max_connections, trace) = (self.max_connections, self.trace);
             let slow_turn = self.slow_turn;
             let thread = std::thread::Builder::new()
                 .name(format!("reactor-{index}"))
                 .spawn(move || {
-                    let built = Shared::new(config)
-                        .and_then(|shared| Reactor::new(bound, shared, max_connections, trace));
+                    let shared = Shared::joined(config, &common);
+                    let built = Reactor::new(bound, shared, max_connections, trace);
                     match built {
                         Ok(reactor) => {
                             let _ = built_tx.send(Ok(()));
@@ -263,29 +274,15 @@ fn reactor_count(reactors: Reactors) -> usize {
     }
 }
 
-/// Whether a service is served by every reactor. Services whose
-/// connections share state (chat rooms, exec's running count and reaper,
-/// the files service's quota books, the admin endpoint) stay on the first
-/// reactor, which serves them exactly as a daemon with one reactor does;
-/// the stateless ones are spread.
+/// Whether a service is served by every reactor. Every service but chat
+/// is: the state their connections share (the throttle, exec's key and
+/// running count, the files service's books) is the daemon's, in
+/// `services::Common`, and each reactor keeps only what is its own (exec's
+/// reaper for the programs its sessions started). Chat stays on the first
+/// reactor, which serves it exactly as a daemon with one reactor does: a
+/// room's lines would have to cross between reactors.
 fn spreads(service: ServiceId) -> bool {
-    matches!(
-        service,
-        ServiceId::Echo | ServiceId::Discard | ServiceId::Chargen | ServiceId::Daytime
-    )
-}
-
-/// The configuration an extra reactor's services are built from: the
-/// services it does not host are disabled, so it opens no key file and
-/// reads no user store.
-fn sibling_config(config: &Config) -> Config {
-    let mut config = config.clone();
-    for id in ServiceId::ALL {
-        if !spreads(id) {
-            config.service_mut(id).enabled = false;
-        }
-    }
-    config
+    !matches!(service, ServiceId::Chat)
 }
 
 /// Binds, for one more reactor, a second socket on the address of each

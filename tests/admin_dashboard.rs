@@ -202,6 +202,56 @@ fn the_charts_draw_and_move_as_load_arrives() {
     );
 }
 
+#[test]
+fn the_dashboard_shows_each_reactor_side_by_side() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let d = Daemon::start(&["--reactors", "2"]);
+    // Echo connections held open; the kernel spreads them over both.
+    let held: Vec<TcpStream> = (0..32).map(|_| d.connect("echo")).collect();
+    assert!(wait_until(|| {
+        let s = stats(&d);
+        s["services"]["echo"]["connections_open"] == 32
+            && s["reactors"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|r| r["connections_open"].as_u64() > Some(0)))
+    }));
+
+    let url = format!("http://{}/", d.tcp("admin"));
+    let page = load_until_live(&chromium, &url);
+    let stats = stats(&d);
+
+    assert_eq!(page.reactors(), ["0", "1"]);
+    let mut shown_open = 0.0;
+    for i in 0..2 {
+        let now = &stats["reactors"][i];
+        let open = page.reactor_cell(i, "connections_open");
+        // The page's own requests come and go on the admin port.
+        let now_open = now["connections_open"].as_f64().unwrap();
+        assert!(
+            (open - now_open).abs() <= 2.0,
+            "reactor {i}: {open} vs {now_open}"
+        );
+        shown_open += open;
+        let turns = page.reactor_cell(i, "iterations");
+        assert!(turns > 0.0 && turns <= now["loop"]["iterations"].as_f64().unwrap());
+        let busy = page.reactor_cell(i, "busy");
+        assert!((0.0..=1.0).contains(&busy), "reactor {i} busy {busy}");
+        assert!(page.reactor_cell(i, "max_turn_seconds") > 0.0);
+    }
+    assert!(shown_open >= 32.0, "{shown_open}");
+    // The loop charts draw one line per reactor.
+    for chart in ["turns", "busy"] {
+        assert_eq!(
+            page.chart_series(chart),
+            ["reactor 0", "reactor 1"],
+            "{chart}"
+        );
+    }
+    drop(held);
+}
+
 /// The turn histogram draws `loop.turn_histogram`: one bar per bucket
 /// of `/stats` plus one for the turns past the last bound, labelled from
 /// 50 µs (the first bound) to `over 1.0 s`, with bars that hold every turn the
@@ -415,6 +465,32 @@ impl Page {
             .find(&needle)
             .unwrap_or_else(|| panic!("no element #{id}"));
         value_of(tag_at(&self.dom, i), id)
+    }
+
+    /// The reactors with a row, in page order.
+    fn reactors(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = self.dom.as_str();
+        while let Some(i) = rest.find("<tr data-reactor=\"") {
+            let tag = tag_at(rest, i);
+            names.push(attr(tag, "data-reactor").expect("reactor index"));
+            rest = &rest[i + tag.len()..];
+        }
+        names
+    }
+
+    /// The raw value of one cell of a reactor's row.
+    fn reactor_cell(&self, reactor: usize, field: &str) -> f64 {
+        let start = self
+            .dom
+            .find(&format!("<tr data-reactor=\"{reactor}\""))
+            .unwrap_or_else(|| panic!("no row for reactor {reactor}"));
+        let row = &self.dom[start..];
+        let row = &row[..row.find("</tr>").expect("row end")];
+        let i = row
+            .find(&format!("data-field=\"{field}\""))
+            .unwrap_or_else(|| panic!("no {field} cell for reactor {reactor}"));
+        value_of(tag_at(row, i), &format!("reactor {reactor} {field}"))
     }
 
     fn row(&self, service: &str) -> &str {

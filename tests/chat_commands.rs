@@ -233,9 +233,11 @@ fn a_connection_over_the_limit_gets_an_error_line_and_is_closed() {
 fn an_idle_member_is_disconnected_and_its_room_told() {
     let d = Daemon::start(&["--set", "chat.idle_timeout_s=1"]);
     let mut idle = Member::join(&d);
+    // The last bytes `idle` sees (`busy`'s join) are written after this
+    // instant, so its idle time cannot run out before a second from it.
+    let started = Instant::now();
     let mut busy = Member::join(&d);
     idle.expect(&format!("* {} joined lobby", busy.nick));
-    let started = Instant::now();
     // `busy` keeps itself active with /who, whose answer goes to it
     // alone, so nothing reaches `idle`.
     let notice = format!("* {} left lobby (idle)", idle.nick);

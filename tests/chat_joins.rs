@@ -1,7 +1,9 @@
-//! Joins to a big room are spread over loop turns: a chat join tells every
-//! member, so the reactor stops accepting for a turn once that turn has
-//! delivered `MAIL_PER_TURN` (16,384) letters, and the rest of a burst of
-//! newcomers waits for the next turn instead of making one turn long.
+//! Joins to and leaves from a big room are spread over loop turns: a chat
+//! join or leave tells every member, so once a turn has delivered
+//! `MAIL_PER_TURN` (16,384) letters the reactor stops accepting and stops
+//! acting on events for that turn, and the rest of a burst of newcomers
+//! (or of hang-ups) waits for the next turn instead of making one turn
+//! long.
 
 mod common;
 
@@ -55,9 +57,64 @@ fn a_burst_of_joins_to_a_big_room_is_accepted_over_several_turns() {
     drop(members);
 }
 
+#[test]
+fn a_burst_of_leaves_from_a_big_room_is_served_over_several_turns() {
+    let d = Daemon::start(&["--trace"]);
+    // 300 members that stay, reading nothing, and 150 that will leave.
+    let join = || {
+        let s = d.connect("chat");
+        let mut first = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with("* welcome"), "{first:?}");
+        s
+    };
+    let stayers: Vec<TcpStream> = (0..300).map(|_| join()).collect();
+    let leavers: Vec<TcpStream> = (0..150).map(|_| join()).collect();
+    // All 150 hang up while the daemon is stopped, so their FINs are
+    // reported together when it goes on. (A shutdown, not a close: a
+    // socket closed with unread notices in it would send a reset.)
+    d.signal(libc::SIGSTOP);
+    let before = d.stderr().len();
+    for s in &leavers {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    d.signal(libc::SIGCONT);
+    assert!(wait_until(|| {
+        leaves_per_turn(&d.stderr()[before..]).iter().sum::<usize>() >= 150
+    }));
+
+    // Each leave is at least 300 letters (one per member that stays), so
+    // at most budget / 300 + 1 leaves are acted on in a turn, where one
+    // turn's 256 events could hold all 150 without the budget.
+    let per_turn = leaves_per_turn(&d.stderr()[before..]);
+    let most = per_turn.iter().copied().max().unwrap_or(0);
+    assert!(
+        most <= MAIL_PER_TURN / 300 + 1,
+        "{most} leaves acted on in one turn: {per_turn:?}"
+    );
+    assert!(per_turn.len() >= 150 / (MAIL_PER_TURN / 300 + 1));
+    drop((stayers, leavers));
+}
+
 /// How many chat connections each traced turn accepted, for the turns that
 /// accepted any.
 fn accepted_per_turn(trace: &str) -> Vec<usize> {
+    per_turn(trace, |line| {
+        line.contains(" chat ") && line.ends_with(" accepted")
+    })
+}
+
+/// How many chat members' hang-ups (their end of stream read) each traced
+/// turn acted on, for the turns that acted on any.
+fn leaves_per_turn(trace: &str) -> Vec<usize> {
+    per_turn(trace, |line| line.ends_with(" chat read EOF"))
+}
+
+/// How many lines of the trace match `counted` in each turn, for the turns
+/// with any.
+fn per_turn(trace: &str, counted: impl Fn(&str) -> bool) -> Vec<usize> {
     let mut counts = Vec::new();
     let mut current = 0;
     for line in trace.lines() {
@@ -66,7 +123,7 @@ fn accepted_per_turn(trace: &str) -> Vec<usize> {
                 counts.push(current);
             }
             current = 0;
-        } else if line.contains(" chat ") && line.ends_with(" accepted") {
+        } else if counted(line) {
             current += 1;
         }
     }

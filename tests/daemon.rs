@@ -269,21 +269,26 @@ fn the_per_ip_cap_is_off_by_default() {
 #[test]
 fn running_out_of_descriptors_neither_spins_nor_stalls_and_the_daemon_recovers() {
     const LIMIT: u64 = 64;
-    let d = Daemon::start_with(&["--set", "limits.max_connections=10000"], |c| {
-        // SAFETY: setrlimit in the child between fork and exec.
-        unsafe {
-            c.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: LIMIT,
-                    rlim_max: LIMIT,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    // One loop and its one spare descriptor under a 64-descriptor limit;
+    // tests/reactors.rs has the same check with two.
+    let d = Daemon::start_with(
+        &["--set", "limits.max_connections=10000", "--reactors", "1"],
+        |c| {
+            // SAFETY: setrlimit in the child between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: LIMIT,
+                        rlim_max: LIMIT,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
     // A first client, connected while descriptors remain.
     let mut first = d.connect("echo");
     assert!(echoes(&mut first));
@@ -585,7 +590,9 @@ fn trace_stamp(line: &str) -> Option<(f64, &str)> {
 
 #[test]
 fn every_trace_line_carries_seconds_since_start_to_the_microsecond() {
-    let d = Daemon::start(&["--trace"]);
+    // One loop, whose lines follow one clock in order; with several, the
+    // lines name their reactor (tests/reactors.rs).
+    let d = Daemon::start(&["--trace", "--reactors", "1"]);
     let mut s = d.connect("echo");
     s.write_all(b"stamped").unwrap();
     let mut buf = [0u8; 7];

@@ -54,8 +54,9 @@ fn live_processes_running(argv: &[&str]) -> Vec<u32> {
 }
 
 /// A program can leave its process group (`setsid`), and signals to the
-/// group then miss it; the daemon's per-program cgroup still reaches it.
-/// Where the daemon may not create cgroups this is not guaranteed (see
+/// group then miss it; the daemon's per-program cgroup still reaches it,
+/// or where it may not create cgroups, its subreaper (tests/exec_subreaper.rs
+/// forces that mode). Where neither works this is not guaranteed (see
 /// docs/security.md), and the test says so rather than fail.
 #[test]
 fn a_grandchild_that_left_the_process_group_dies_with_the_session() {
@@ -85,8 +86,8 @@ fn a_grandchild_that_left_the_process_group_dies_with_the_session() {
         "the escaped sleep never started"
     );
     drop(s);
-    if d.stderr().contains("no cgroup") {
-        eprintln!("skipped: the daemon may not create cgroups here");
+    if d.stderr().contains("may outlive its session") {
+        eprintln!("skipped: the daemon has neither cgroups nor a subreaper here");
         return;
     }
     assert!(
@@ -260,10 +261,16 @@ fn pipes_held_by_a_process_that_left_the_group_are_given_up_after_kill() {
         libc::kill(escaped, libc::SIGKILL);
     }
     assert_eq!(out.stdout, b"before\n", "output before the stall is kept");
-    assert_eq!(
-        exit_summary(&out.exit),
-        (json!(0), json!(null), json!(true))
-    );
+    // Where the daemon is a subreaper (no cgroups), the escaped sleep is
+    // killed once adopted, which closes the pipes before the timeout; the
+    // stall this test is about cannot happen there.
+    let stalled = !d.stderr().contains("child subreaper");
+    if stalled {
+        assert_eq!(
+            exit_summary(&out.exit),
+            (json!(0), json!(null), json!(true))
+        );
+    }
     // The connection runs the next program.
     assert_eq!(
         run_to_end(&mut s, argv(&["echo", "next"])).stdout,

@@ -243,7 +243,7 @@ fn metrics_give_daemon_totals_and_each_reactors_loop_figures() {
 
 #[test]
 fn one_reactor_reports_one_entry_and_no_reactor_labels() {
-    let d = Daemon::start(&[]);
+    let d = Daemon::start(&["--reactors", "1"]);
     assert_eq!(open_per_reactor(&d), vec![1]);
     assert!(!metrics(&d).contains("reactor=\""));
 }

@@ -48,7 +48,7 @@ use clap::Subcommand;
 
 pub use challenge::{Challenge, mac, verify};
 pub use key::{Key, KeyFile, load, load_or_create, rotate};
-pub use throttle::Throttle;
+pub use throttle::{SharedThrottle, Throttle};
 
 use crate::config::Config;
 

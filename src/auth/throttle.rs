@@ -57,6 +57,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::AuthConfig;
@@ -164,25 +165,6 @@ impl Throttle {
             .is_some_and(|record| record.is_locked(now))
     }
 
-    /// Counts a failed handshake from `peer` at `now` (a Unix-socket
-    /// client, with no address, is not counted) and logs it as `what`
-    /// failed from `who` for `reason`, with the lock if this failure set it.
-    /// Every failure is logged with the peer address (PROTOCOL.md §5.2).
-    pub fn count_failure(
-        &mut self,
-        peer: Option<IpAddr>,
-        now: Instant,
-        what: &str,
-        who: &str,
-        reason: &str,
-    ) {
-        let locked = peer.is_some_and(|ip| self.record_failure(ip, now));
-        log::warn!(
-            "{what} from {who}: {reason}{}",
-            if locked { "; address locked out" } else { "" }
-        );
-    }
-
     /// Counts a failed handshake from `ip` at `now`, and returns whether the
     /// address is locked after it (so the caller can log the lock).
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> bool {
@@ -268,6 +250,89 @@ impl Throttle {
         for (_, ip) in &by_age[..count] {
             self.clients.remove(ip);
         }
+    }
+}
+
+/// The daemon's one throttle, shared by the exec and files sessions of
+/// every reactor (PROTOCOL.md §8: the throttle is the daemon's, not a
+/// loop's), so failures from connections the kernel handed to different
+/// reactors add up.
+///
+/// # Why a `Mutex`, and why it costs nothing per message
+///
+/// The table is touched when a handshake starts (the check at accept),
+/// when an answer to a challenge arrives (the second check) and when a
+/// handshake fails: a few times per connection, never per byte of a
+/// running program or a transfer. Each time the lock is held for one hash
+/// lookup (or one insertion, with the rare amortised prune), and the log
+/// line a failure writes is formatted after it is released. With one
+/// reactor the lock is never contended: an uncontended `Mutex` is one
+/// atomic instruction to take and one to give back. With throttling off
+/// (`auth.max_failures = 0`) the check does not take it at all.
+///
+/// A sharded table (one lock per hash bucket) would let two reactors check
+/// different addresses at the same instant; at a handful of lookups per
+/// connection it would not be measurable, so it is not done.
+#[derive(Debug)]
+pub struct SharedThrottle {
+    /// Whether `max_failures > 0`, read without the lock: fixed at start.
+    enabled: bool,
+    throttle: Mutex<Throttle>,
+}
+
+impl SharedThrottle {
+    pub fn new(throttle: Throttle) -> SharedThrottle {
+        SharedThrottle {
+            enabled: throttle.is_enabled(),
+            throttle: Mutex::new(throttle),
+        }
+    }
+
+    /// The throttle the daemon's `[auth]` settings describe
+    /// ([`Throttle::from_config`]).
+    pub fn from_config(config: &AuthConfig) -> SharedThrottle {
+        SharedThrottle::new(Throttle::from_config(config))
+    }
+
+    /// [`Throttle::is_locked`], over every reactor's failures.
+    pub fn is_locked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.enabled && self.lock().is_locked(ip, now)
+    }
+
+    /// Counts a failed handshake from `peer` at `now` (a Unix-socket
+    /// client, with no address, is not counted) and logs it as `what`
+    /// failed from `who` for `reason`, with the lock if this failure set it.
+    /// Every failure is logged with the peer address (PROTOCOL.md §5.2).
+    /// Counted under the lock, logged after it.
+    pub fn count_failure(
+        &self,
+        peer: Option<IpAddr>,
+        now: Instant,
+        what: &str,
+        who: &str,
+        reason: &str,
+    ) {
+        let locked = peer.is_some_and(|ip| self.enabled && self.lock().record_failure(ip, now));
+        log::warn!(
+            "{what} from {who}: {reason}{}",
+            if locked { "; address locked out" } else { "" }
+        );
+    }
+
+    /// How many addresses the throttle remembers.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A panic while the lock was held (there is no code that can panic
+    /// there short of a bug) leaves a table that is still a valid table:
+    /// the poisoning is ignored rather than spread to every reactor.
+    fn lock(&self) -> MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -533,5 +598,43 @@ mod tests {
         assert!(throttle.clients.contains_key(&old));
         assert!(throttle.clients.contains_key(&nth_ip(100)));
         assert_eq!(throttle.clients[&old].recent.len(), 2);
+    }
+
+    // ---- One throttle for every reactor ----
+
+    #[test]
+    fn failures_counted_from_several_threads_lock_the_address_once_they_add_up() {
+        let shared = std::sync::Arc::new(SharedThrottle::new(default_throttle()));
+        let t0 = Instant::now();
+        // Two "reactors" count two failures each: four, not yet locked.
+        let counters: Vec<_> = (0..2)
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2 {
+                        shared.count_failure(Some(ip(1)), t0 + secs(i), "t", "c", "r");
+                    }
+                })
+            })
+            .collect();
+        for c in counters {
+            c.join().unwrap();
+        }
+        assert!(!shared.is_locked(ip(1), t0 + secs(2)));
+        // The fifth, from either, locks the address for both.
+        shared.count_failure(Some(ip(1)), t0 + secs(3), "t", "c", "r");
+        assert!(shared.is_locked(ip(1), t0 + secs(3)));
+        assert_eq!(shared.len(), 1);
+    }
+
+    #[test]
+    fn a_shared_throttle_that_is_off_counts_nothing() {
+        let shared = SharedThrottle::new(Throttle::new(0, FAILURE_WINDOW, LOCKOUT));
+        let t0 = Instant::now();
+        for i in 0..10 {
+            shared.count_failure(Some(ip(1)), t0 + secs(i), "t", "c", "r");
+        }
+        assert!(!shared.is_locked(ip(1), t0 + secs(10)));
+        assert!(shared.is_empty());
     }
 }

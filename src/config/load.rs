@@ -319,11 +319,13 @@ mod tests {
             "chat.max_line=12",
             "exec.allow_shell=true",
             "exec.allow=[\"echo\",\"cat\"]",
+            "exec.cgroups=false",
         ])
         .unwrap();
         assert_eq!(c.echo.mode, EchoMode::Upper);
         assert_eq!(c.chat.max_line, 12);
         assert!(c.exec.allow_shell);
+        assert!(!c.exec.cgroups);
         assert_eq!(c.exec.allow, vec!["echo".to_string(), "cat".to_string()]);
     }
 

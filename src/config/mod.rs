@@ -221,6 +221,9 @@ pub struct ExecConfig {
     pub kill_grace_ms: u64,
     /// Working directory of programs, relative to the data dir.
     pub workdir: PathBuf,
+    /// Whether each program gets a cgroup where the daemon may create one
+    /// (true); false uses the subreaper fallback even where it may.
+    pub cgroups: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -343,6 +346,7 @@ impl Default for ExecConfig {
             default_timeout_ms: 30_000,
             kill_grace_ms: 2_000,
             workdir: PathBuf::from("exec"),
+            cgroups: true,
         }
     }
 }
@@ -543,6 +547,10 @@ mod tests {
         assert_eq!(c.exec.default_timeout_ms, 30_000);
         assert_eq!(c.exec.kill_grace_ms, 2_000);
         assert_eq!(c.exec.workdir, PathBuf::from("exec"));
+        assert!(
+            c.exec.cgroups,
+            "cgroups wherever the daemon may create them"
+        );
         assert_eq!(c.frames.max_header, 65_536);
         assert_eq!(c.auth.handshake_timeout_s, 10);
         assert_eq!(c.auth.max_failures, 5);

@@ -15,7 +15,7 @@ use mio::{Interest, Token};
 
 use super::connection::{Connection, Phase, Stream};
 use super::timers::Wake;
-use super::{ACCEPT_BATCH, ACCEPT_RETRY, MAIL_PER_TURN, Reactor, Source, listener};
+use super::{ACCEPT_BATCH, ACCEPT_RETRY, Reactor, Source, listener};
 use crate::service_id::{self, ServiceId};
 
 use super::trace::trace;
@@ -30,9 +30,7 @@ impl Reactor {
             // chat join tells the whole room). Past the turn's letters, the
             // rest wait for the next turn, so joins to a big room spread
             // out instead of making one turn long.
-            // Letters wait in `mail` until this step ends, so they count too.
-            let letters = self.core.turn.letters as usize + self.core.mail.len();
-            if letters >= MAIL_PER_TURN as usize {
+            if self.letters_spent() {
                 self.requeue(key);
                 return;
             }
@@ -56,7 +54,7 @@ impl Reactor {
                     log::warn!("accept on {service} failed: {e}");
                     self.core
                         .timers
-                        .schedule(self.core.now + ACCEPT_RETRY, key, Wake::Accept);
+                        .schedule(self.core.now + ACCEPT_RETRY, key, 0, Wake::Accept);
                     return;
                 }
             }
@@ -84,7 +82,7 @@ impl Reactor {
                 log::warn!("accept on {service}: {e}; pausing this listener for {ACCEPT_RETRY:?}");
                 self.core
                     .timers
-                    .schedule(self.core.now + ACCEPT_RETRY, key, Wake::Accept);
+                    .schedule(self.core.now + ACCEPT_RETRY, key, 0, Wake::Accept);
             }
         }
     }

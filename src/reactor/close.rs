@@ -31,9 +31,23 @@ impl Reactor {
     /// Step 8 of a turn: the slab entries of connections that ended go now,
     /// after the whole event batch, so no stale event of this batch can
     /// reach a new connection that reuses a key.
+    ///
+    /// The timer queue is swept here too, when it has doubled since its
+    /// last sweep: wake-ups of connections that are gone are dropped in
+    /// one pass instead of each waiting for its time (timers.rs).
     pub(super) fn free_dead(&mut self) {
         for key in self.core.dead.drain(..) {
             self.sources.remove(key);
+        }
+        if self.core.timers.sweep_due() {
+            let mut timers = std::mem::take(&mut self.core.timers);
+            let dropped = timers.sweep(|key, serial| self.wake_up_is_live(key, serial));
+            self.core.timers = timers;
+            trace!(
+                self.core.trace,
+                "timers swept: {dropped} stale wake-up(s) dropped, {} kept",
+                self.core.timers.len()
+            );
         }
     }
 
@@ -77,6 +91,7 @@ impl Reactor {
         }
         conn.set_phase(key, Phase::Closing, self.core.trace);
         conn.input = Vec::new();
+        let serial = conn.serial;
         trace!(
             self.core.trace,
             "#{key} {} closing ({reason})", conn.service
@@ -88,7 +103,7 @@ impl Reactor {
         }
         self.core
             .timers
-            .schedule(self.core.now + LINGER, key, Wake::Linger);
+            .schedule(self.core.now + LINGER, key, serial, Wake::Linger);
         self.tell_close(key, reason);
     }
 

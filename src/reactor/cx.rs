@@ -263,11 +263,15 @@ impl Cx<'_> {
     }
 
     /// Asks for an `on_timer` call at `at` (or soon after). Ask only when
-    /// the deadline moves earlier: wake-ups are not cancelled, and a stale
+    /// the deadline moves earlier: wake-ups are not cancelled one by one
+    /// (those of a connection that has gone are swept in bulk), and a stale
     /// one simply finds nothing due.
     pub fn set_timer(&mut self, at: Instant) {
         match &mut self.back {
-            Back::Reactor { core, .. } => core.timers.schedule(at, self.key, Wake::Session),
+            Back::Reactor { core, .. } => {
+                core.timers
+                    .schedule(at, self.key, self.serial, Wake::Session)
+            }
             #[cfg(test)]
             Back::Test { slot, .. } => slot.rec.timers.push(at),
         }

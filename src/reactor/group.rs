@@ -15,7 +15,9 @@
 //!
 //! # What is shared, and why it is not on the per-message path
 //!
-//! A [`Group`] is the one thing every reactor of a daemon holds:
+//! A [`Group`] is what every reactor of a daemon holds for the reactor's
+//! own business (what the services share, the throttle and the exec and
+//! files state, is `services::Common`, built beside it):
 //!
 //! - the global and per-service connection counts, as atomics. They change
 //!   once per accepted and once per closed connection, never per message;
@@ -26,7 +28,7 @@
 //!   at all while the cap is off (0);
 //! - each reactor's published figures, a `Mutex<Metrics>` per reactor,
 //!   copied in at the end of every turn and read by the admin endpoint
-//!   (which runs on the first reactor). A turn takes only its own lock,
+//!   (on whichever reactor answers). A turn takes only its own lock,
 //!   which nobody else holds except for the moment an admin request copies
 //!   it out: an uncontended lock and a copy of a few hundred bytes, once
 //!   per turn, not per message. Publishing less often (every 100 ms, say)

@@ -55,6 +55,10 @@ pub struct Metrics {
     pub last_turn: Duration,
     /// The longest turn seen: what a client may have waited behind others.
     pub max_turn: Duration,
+    /// Wake-ups in the timer queue at the end of the last turn, stale ones
+    /// included: bounded by the sweep (timers.rs) to about twice the live
+    /// ones, or `SWEEP_FLOOR`.
+    pub timers_queued: u64,
     /// The sum of every turn's work: the time the loop was not waiting in
     /// `poll()`. Over an interval, its growth divided by the interval is
     /// how busy the one thread is.
@@ -75,6 +79,7 @@ impl Metrics {
             last_turn_events: 0,
             last_turn: Duration::ZERO,
             max_turn: Duration::ZERO,
+            timers_queued: 0,
             busy: Duration::ZERO,
             started,
             turn_histogram: TurnHistogram::default(),
@@ -102,6 +107,7 @@ impl Metrics {
             t.last_turn_events += m.last_turn_events;
             t.last_turn = t.last_turn.max(m.last_turn);
             t.max_turn = t.max_turn.max(m.max_turn);
+            t.timers_queued += m.timers_queued;
             t.busy += m.busy;
             t.started = t.started.min(m.started);
         }

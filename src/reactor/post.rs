@@ -75,10 +75,9 @@ impl Post<'_> {
         self.mail.push((token, serial, bytes));
     }
 
-    /// Calls the session on `token` back (`on_timer`) at the start of the
-    /// next turn. Like any wake-up it may reach a later connection on the
-    /// same token, whose session finds nothing due.
-    pub fn wake(&mut self, token: usize) {
-        self.timers.schedule(self.now, token, Wake::Session);
+    /// Calls the session on connection `token`/`serial` back (`on_timer`)
+    /// at the start of the next turn; nothing if it is gone by then.
+    pub fn wake(&mut self, token: usize, serial: u64) {
+        self.timers.schedule(self.now, token, serial, Wake::Session);
     }
 }

@@ -121,7 +121,8 @@ fn connect(r: &mut Reactor) -> (usize, Rc<RefCell<Seen>>, UnixStream) {
     (key, seen, client)
 }
 
-/// One loop turn, in `Reactor::run`'s order, waiting at most `timeout`.
+/// One loop turn, through `Reactor::run`'s own steps (without the services'
+/// poll and the turn's figures), waiting at most `timeout`.
 fn turn(r: &mut Reactor, timeout: Duration) {
     let timeout = if r.core.ready.is_empty() {
         timeout
@@ -130,23 +131,12 @@ fn turn(r: &mut Reactor, timeout: Duration) {
     };
     r.poll.poll(&mut r.events, Some(timeout)).unwrap();
     r.core.now = Instant::now();
-    for _ in 0..r.core.ready.len() {
-        if let Some(key) = r.core.ready.pop_front() {
-            r.clear_queued(key);
-            r.drive(key);
-        }
-    }
-    let events = std::mem::replace(&mut r.events, mio::Events::with_capacity(0));
-    for event in events.iter() {
-        r.dispatch(event);
-    }
-    r.events = events;
-    while let Some((key, wake)) = r.core.timers.pop_due(r.core.now) {
-        r.fire(key, wake);
-    }
-    for key in r.core.dead.drain(..) {
-        r.sources.remove(key);
-    }
+    r.core.turn.begin(&r.core.metrics);
+    r.serve_ready_queue();
+    r.dispatch_events();
+    r.fire_timers();
+    r.flush_mailed();
+    r.free_dead();
 }
 
 /// Turns the loop until `done` holds: bounded in turns and time.

@@ -93,7 +93,7 @@ impl Reactor {
                     conn.service
                 );
                 core.timers
-                    .schedule(core.now + STALL_GRACE, key, Wake::Stall(stall));
+                    .schedule(core.now + STALL_GRACE, key, conn.serial, Wake::Stall(stall));
             }
             // Backpressure off: resume reading, from the ready queue because
             // the readable edge it missed will not come again.

@@ -14,7 +14,12 @@
 //!
 //! What services share (chat rooms, the exec key, the running-program
 //! count) lives in [`Shared`], reached through `cx.shared()`, and
-//! datagram services answer through [`answer_datagram`].
+//! datagram services answer through [`answer_datagram`]. Each reactor
+//! owns one `Shared`; what must be the daemon's rather than a loop's
+//! (PROTOCOL.md §8: the throttle, exec's key and running count, the files
+//! service's books) is built once, as a [`Common`], and every reactor's
+//! `Shared` holds it through `Arc`s, each behind a lock or an atomic taken
+//! per handshake or per request, never per message.
 //!
 //! The trait itself, with the order of the calls a session receives, lives
 //! with the reactor (`reactor::session`), because the reactor is the one
@@ -24,9 +29,10 @@
 
 use std::any::Any;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::auth::Throttle;
+use crate::auth::SharedThrottle;
 use crate::config::Config;
 pub use crate::reactor::{CloseReason, Cx, Session, SourceEvent};
 use crate::reactor::{ServiceLimits, Services};
@@ -38,30 +44,71 @@ pub struct Shared {
     pub config: Config,
     /// Chat members, nicks and rooms.
     pub chat: chat::Rooms,
-    /// Failed handshakes per client address; exec and files count into the
-    /// same table, so a client cannot try twice as often by using both.
-    pub throttle: Throttle,
-    /// The exec service's key, running-program count and reaper.
+    /// Failed handshakes per client address, the daemon's one table; exec
+    /// and files count into it, so a client cannot try twice as often by
+    /// using both, nor by landing on several reactors.
+    pub throttle: Arc<SharedThrottle>,
+    /// The exec service's key and running count (the daemon's) and this
+    /// reactor's reaper.
     pub exec: exec::ExecShared,
-    /// The files service's users, quota books and digest cache.
-    pub files: files::FilesShared,
+    /// The files service's users, quota books and digest cache, the
+    /// daemon's one copy behind a lock.
+    pub files: Arc<files::FilesDaemon>,
     /// The link to the other daemons of the chat (`chat.cluster`), started
     /// once the reactor hands over its nudge (`Services::attach`).
     pub chat_cluster: Option<chat::Cluster>,
 }
 
+/// What the services of every reactor share: built once per daemon, before
+/// any reactor, and handed to each reactor's [`Shared::joined`]. See
+/// ARCHITECTURE.md ("Several reactors") for how each part is synchronised.
+#[derive(Clone)]
+pub struct Common {
+    throttle: Arc<SharedThrottle>,
+    exec: Arc<exec::ExecDaemon>,
+    files: Arc<files::FilesDaemon>,
+}
+
+impl Common {
+    /// With exec enabled this loads (or creates) the key file and the exec
+    /// working directory, with files enabled the user store, and fails if
+    /// it cannot; a disabled service touches nothing on disk.
+    pub fn new(config: &Config) -> io::Result<Common> {
+        Ok(Common {
+            throttle: Arc::new(SharedThrottle::from_config(&config.auth)),
+            exec: Arc::new(exec::ExecDaemon::new(config)?),
+            files: Arc::new(files::FilesDaemon::new(config)?),
+        })
+    }
+
+    /// Where exec's programs get no cgroup, makes this process the child
+    /// subreaper of their descendants (exec/subreaper.rs). The daemon calls
+    /// it once, at start; a process that only hosts sessions (a unit
+    /// test's) must not adopt and kill children it did not start.
+    pub fn become_subreaper(&self) {
+        self.exec.become_subreaper();
+    }
+}
+
 impl Shared {
-    /// Builds the shared state; with exec enabled this loads (or creates)
-    /// the key file and the exec working directory, and fails if it cannot.
+    /// Builds shared state with a [`Common`] of its own, for a reactor
+    /// that shares with no other (the test harness).
     pub fn new(config: Config) -> io::Result<Shared> {
-        Ok(Shared {
+        let common = Common::new(&config)?;
+        Ok(Shared::joined(config, &common))
+    }
+
+    /// One reactor's shared state, joined to the daemon's `common`. Loads
+    /// nothing: what comes from disk is in `common` already.
+    pub fn joined(config: Config, common: &Common) -> Shared {
+        Shared {
             chat: chat::Rooms::new(&config.chat),
-            throttle: Throttle::from_config(&config.auth),
-            exec: exec::ExecShared::new(&config)?,
-            files: files::FilesShared::new(&config)?,
+            throttle: Arc::clone(&common.throttle),
+            exec: exec::ExecShared::joined(Arc::clone(&common.exec)),
+            files: Arc::clone(&common.files),
             chat_cluster: None,
             config,
-        })
+        }
     }
 
     /// Called once per loop turn with the turn's time, for state that
@@ -80,7 +127,7 @@ impl Shared {
     /// True while shared state still has work that must finish before the
     /// daemon may exit (children not yet reaped).
     pub fn is_busy(&self) -> bool {
-        self.exec.dying() > 0
+        self.exec.is_busy()
     }
 }
 

@@ -180,14 +180,16 @@ impl Link {
             } else {
                 vec![chunk]
             };
+            // Counted before the bytes go out, so a test whose client has
+            // seen them reads counts that include them.
+            total.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             for piece in pieces {
+                self.counts.writes.fetch_add(1, Ordering::Relaxed);
                 if to.write_all(piece).is_err() {
                     return;
                 }
-                self.counts.writes.fetch_add(1, Ordering::Relaxed);
             }
             forwarded += chunk.len() as u64;
-            total.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if self
                 .fault
                 .reset_after
@@ -215,6 +217,9 @@ impl Link {
         if self.reset.swap(true, Ordering::Relaxed) {
             return;
         }
+        // Counted before the reset goes out: a test that sees its client
+        // fail may read the count at once.
+        self.counts.resets.fetch_add(1, Ordering::Relaxed);
         let null = std::fs::File::open("/dev/null").expect("/dev/null");
         for s in [&self.client, &self.server] {
             let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
@@ -225,7 +230,6 @@ impl Link {
                 libc::dup2(null.as_raw_fd(), s.as_raw_fd());
             }
         }
-        self.counts.resets.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -194,10 +194,11 @@ struct LoopFigures {
     max_turn: Duration,
     busy: Duration,
     uptime: Duration,
+    timers: u64,
 }
 
 /// The loop's figures, under `"loop"` in `/stats`.
-const LOOP_FIGURES: [Figure<LoopFigures>; 7] = [
+const LOOP_FIGURES: [Figure<LoopFigures>; 8] = [
     Figure {
         metric: "socketlab_loop_iterations_total",
         field: "iterations",
@@ -246,6 +247,13 @@ const LOOP_FIGURES: [Figure<LoopFigures>; 7] = [
         kind: Kind::Gauge,
         help: "Time since the daemon started serving.",
         read: |l| Value::Seconds(l.uptime),
+    },
+    Figure {
+        metric: "socketlab_loop_timers",
+        field: "timers",
+        kind: Kind::Gauge,
+        help: "Wake-ups in the timer queue, stale ones not yet swept included.",
+        read: |l| Value::Count(l.timers),
     },
 ];
 
@@ -368,9 +376,17 @@ impl Figures<'_> {
             let comma = if i == 0 { "" } else { "," };
             let _ = write!(
                 out,
-                "{comma}{{\"connections_open\":{},\"loop\":",
+                "{comma}{{\"connections_open\":{},\"services\":{{",
                 m.connections_open()
             );
+            // Each service's figures on this reactor alone, so a reader
+            // sees how the kernel spread a service's connections.
+            for (k, &id) in self.hosted.iter().enumerate() {
+                let comma = if k == 0 { "" } else { "," };
+                let _ = write!(out, "{comma}\"{id}\":");
+                write_object(&mut out, &SERVICE_FIGURES, m.service(id));
+            }
+            out.push_str("},\"loop\":");
             write_object(&mut out, &LOOP_FIGURES, &self.loop_figures_of(m));
             out.push('}');
         }
@@ -396,6 +412,7 @@ impl Figures<'_> {
             max_turn: m.max_turn,
             busy: m.busy,
             uptime: self.now.saturating_duration_since(m.started),
+            timers: m.timers_queued,
         }
     }
 }
@@ -627,5 +644,10 @@ mod tests {
         assert_eq!(v["reactors"][1]["loop"]["iterations"], 60);
         assert_eq!(v["reactors"][1]["connections_open"], 8);
         assert_eq!(v["reactors"].as_array().unwrap().len(), 2);
+        // Each reactor's own figures per service, beside the totals.
+        assert_eq!(v["services"]["echo"]["connections_open"], 9);
+        assert_eq!(v["reactors"][1]["services"]["echo"]["connections_open"], 7);
+        assert_eq!(v["reactors"][0]["services"]["echo"]["connections_open"], 2);
+        assert!(v["reactors"][1]["services"]["admin"].is_object());
     }
 }

@@ -78,8 +78,8 @@
 //! result arrives the session is `Spawning`: it decodes nothing further and
 //! holds its input, so a `stdin` frame sent right behind the `run` waits
 //! with the reactor and reaches the program in order once it runs. The
-//! program counts against `exec.max_running` from the moment its spawn is
-//! submitted. A connection that ends while its program is being spawned
+//! program counts against `exec.max_running` (the daemon's, over every
+//! reactor) from the moment its `run` is taken up. A connection that ends while its program is being spawned
 //! gives the slot back at once; the child, when it comes, is killed and
 //! reaped by the job's cleanup (or, if the result is still delivered, by
 //! the reaper).
@@ -114,6 +114,7 @@ pub mod running;
 #[cfg(test)]
 mod session_tests;
 mod shared;
+mod subreaper;
 mod sys;
 
 use std::net::SocketAddr;
@@ -130,7 +131,7 @@ use launch::Launch;
 use program::STDIN_BACKLOG;
 use request::{Refusal, Request, RequestError};
 use running::{Launcher, RunningProgram, Spawner};
-pub use shared::ExecShared;
+pub use shared::{ExecDaemon, ExecShared, Running};
 
 use running::SPAWN_JOB;
 
@@ -353,7 +354,11 @@ impl Session {
         self.state = State::Ready { after_exit: false };
         let shared = cx.shared();
         let config = &shared.config.exec;
-        if shared.exec.running() >= config.max_running {
+        // The running slot is taken first, over the whole daemon (every
+        // reactor's programs count), so spawns in flight count against
+        // `exec.max_running` too; a refusal without a program to reap
+        // gives it back (here, or in `started`).
+        if !shared.exec.try_start(config.max_running) {
             refuse(&Refusal::Busy(config.max_running), cx);
             return;
         }
@@ -365,6 +370,7 @@ impl Session {
         ) {
             Ok(found) => found,
             Err(refusal) => {
+                cx.shared().exec.program_reaped();
                 log::info!("exec: {} refused: {refusal}", self.who());
                 refuse(&refusal, cx);
                 return;
@@ -381,10 +387,6 @@ impl Session {
             ),
             kill_grace: Duration::from_millis(config.kill_grace_ms),
         };
-        // The running slot is taken now, so spawns in flight count against
-        // `exec.max_running` too; a refusal without a program to reap gives
-        // it back (`started`).
-        cx.shared().exec.program_started();
         match self.launcher.launch(&launch, cx) {
             // The spawn runs on the helper pool; its result comes back
             // through `on_spawned`.

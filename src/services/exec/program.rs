@@ -69,6 +69,7 @@ use mio::unix::pipe::{Receiver, Sender};
 use super::launch::Launch;
 use super::reaper::Dying;
 use super::request::{Exit, Refusal, Signal, signal_name};
+use super::subreaper::Registration;
 use super::sys::{Cgroup, group_exists, pidfd_open, signal_group};
 use crate::codec::frame;
 use crate::services::Cx;
@@ -235,6 +236,9 @@ pub struct Program {
     /// The program's cgroup, if the daemon could make one: it holds every
     /// descendant, even those that left the process group.
     cgroup: Option<Cgroup>,
+    /// Its pid in the registry of spawned programs, so a subreaper never
+    /// takes it for an adopted process; goes to the reaper with the group.
+    registration: Option<Registration>,
     ended: Option<Ended>,
     watch: ExitWatch,
     stdout: OutputPipe,
@@ -254,7 +258,8 @@ pub struct Program {
 
 impl Program {
     /// Takes over a program spawned from [`Program::command`], with the
-    /// cgroup it joined: registers its pipes and exit with the reactor, and
+    /// cgroup it joined and its registration as the daemon's own child
+    /// (subreaper.rs): registers its pipes and exit with the reactor, and
     /// sets its timeout from now.
     ///
     /// On failure (registration failed), the program is stopped and
@@ -262,6 +267,7 @@ impl Program {
     pub fn attach_child(
         mut child: Child,
         cgroup: Option<Cgroup>,
+        registration: Option<Registration>,
         launch: &Launch,
         cx: &mut Cx<'_>,
     ) -> Result<Program, (Refusal, Option<Dying>)> {
@@ -274,6 +280,7 @@ impl Program {
             pid,
             child: Some(child),
             cgroup,
+            registration,
             ended: None,
             watch: ExitWatch::Polling,
             stdout: OutputPipe::new(Output::Stdout),
@@ -559,6 +566,9 @@ impl Program {
             }
         };
         self.child = None;
+        if let Some(registration) = &self.registration {
+            registration.leader_ended();
+        }
         self.ended = Some(Ended {
             code: status.code(),
             signal: status.signal().map(signal_name),
@@ -602,6 +612,7 @@ impl Program {
                 self.pgid(),
                 None,
                 self.cgroup.take(),
+                self.registration.take(),
                 cx.now() + self.kill_grace,
             ))
         } else {
@@ -630,6 +641,7 @@ impl Program {
             pgid,
             self.child.take(),
             self.cgroup.take(),
+            self.registration.take(),
             cx.now() + self.kill_grace,
         ))
     }

@@ -26,6 +26,12 @@
 //!               cgroup removed (done)
 //! ```
 //!
+//! Without a cgroup, what left the group is the subreaper's to find
+//! (subreaper.rs): a dying program keeps its registration as the daemon's
+//! own child until it is done, so that an adopted process still in its
+//! group is left to it, and the reaper tells the subreaper when the leader
+//! is reaped, the moment what it left behind is adopted.
+//!
 //! Polling `try_wait` every few milliseconds is the simple way; a
 //! production daemon would keep each dying program's pidfd registered in
 //! the poll and learn of its end as an event. Only dying programs are
@@ -34,6 +40,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use super::subreaper::Registration;
 use super::sys::{Cgroup, group_exists, signal_group};
 
 /// How often dying programs are checked.
@@ -52,6 +59,10 @@ pub struct Dying {
     /// gone). Removed when empty, on drop.
     /// (Boxed: it is rarely there, and `Dying` travels in `Result`s.)
     cgroup: Option<Box<Cgroup>>,
+    /// The program's place in the registry of spawned pids, dropped with
+    /// this once the group is done: until then an adopted process in the
+    /// group is left to it (see subreaper.rs).
+    registration: Option<Registration>,
     /// When the group gets KILL if anything is left in it.
     kill_at: Instant,
     /// KILL has been sent.
@@ -63,12 +74,14 @@ impl Dying {
         pgid: i32,
         leader: Option<Child>,
         cgroup: Option<Cgroup>,
+        registration: Option<Registration>,
         kill_at: Instant,
     ) -> Dying {
         Dying {
             pgid,
             leader,
             cgroup: cgroup.map(Box::new),
+            registration,
             kill_at,
             killed: false,
         }
@@ -84,6 +97,12 @@ impl Dying {
                     log::warn!("exec: waitpid({}): {e}", self.pgid);
                     self.leader = None;
                 }
+            }
+            // Just reaped: what it left running has just been adopted.
+            if self.leader.is_none()
+                && let Some(registration) = &self.registration
+            {
+                registration.leader_ended();
             }
         }
         if !self.killed && self.kill_at <= now {
@@ -200,6 +219,7 @@ mod tests {
             pgid,
             Some(child),
             None,
+            None,
             start + Duration::from_secs(30),
         ));
         let end = poll_until_empty(&mut reaper);
@@ -232,6 +252,7 @@ mod tests {
             pgid,
             Some(child),
             None,
+            None,
             start + Duration::from_millis(300),
         ));
         let (done, _) = reaper.poll(Instant::now());
@@ -253,6 +274,7 @@ mod tests {
         let mut reaper = Reaper::default();
         reaper.adopt(Dying::new(
             pgid,
+            None,
             None,
             None,
             Instant::now() + Duration::from_secs(5),

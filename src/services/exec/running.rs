@@ -22,6 +22,7 @@
 //! The cost is one virtual call per program event. The session already
 //! kept its program boxed.
 
+use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -31,6 +32,7 @@ use super::launch::Launch;
 use super::program::Program;
 use super::reaper::{self, Dying};
 use super::request::{Exit, Refusal, Signal};
+use super::subreaper::{Registration, Spawning};
 use super::sys::{self, Cgroup};
 use crate::reactor::{Job, JobError, JobOutput};
 
@@ -104,9 +106,18 @@ pub trait RunningProgram {
 /// the command, sys.rs the cgroup).
 #[derive(Default)]
 pub struct Spawner {
-    /// The cgroup of the program being spawned, shared with the spawn job
-    /// and its cleanup; taken when the job's result arrives.
-    cgroup: Option<Arc<Mutex<Option<Cgroup>>>>,
+    /// What the spawn job hands over besides the child, shared with the
+    /// job and its cleanup; emptied when the job's result arrives.
+    slot: Option<Arc<Mutex<SpawnSlot>>>,
+}
+
+/// The cgroup of the program being spawned, and its registration as the
+/// daemon's own child, made by the job the moment the child exists (see
+/// subreaper.rs for why the moment matters).
+#[derive(Debug, Default)]
+struct SpawnSlot {
+    cgroup: Option<Cgroup>,
+    registration: Option<Registration>,
 }
 
 impl Launcher for Spawner {
@@ -114,15 +125,22 @@ impl Launcher for Spawner {
         // The cgroup travels with the job, so its `cgroup.procs` stays open
         // until the spawn is over even if the session goes away meanwhile;
         // whoever gets the child (the session, or the job's cleanup) takes
-        // the cgroup from the shared slot.
+        // the cgroup and the registration from the shared slot.
         let cgroup = cx.shared().exec.new_cgroup();
         let command = Program::command(launch, cgroup.as_ref());
-        let slot = Arc::new(Mutex::new(cgroup));
+        let slot = Arc::new(Mutex::new(SpawnSlot {
+            cgroup,
+            registration: None,
+        }));
         let (job_slot, orphan_slot) = (Arc::clone(&slot), Arc::clone(&slot));
         let job = Job::new(SPAWN_JOB, move || {
             let mut command = command;
+            let spawning = Spawning::begin();
             let spawned = command.spawn();
-            if let Some(cgroup) = lock(&job_slot).as_mut() {
+            let registration = spawning.end(spawned.as_ref().ok().map(Child::id));
+            let mut slot = lock(&job_slot);
+            slot.registration = registration;
+            if let Some(cgroup) = slot.cgroup.as_mut() {
                 cgroup.joined();
             }
             spawned.map(JobOutput::Child)
@@ -130,8 +148,12 @@ impl Launcher for Spawner {
         .on_orphan(move |output| {
             // Nobody is left to run it for: its group (and cgroup) is
             // killed and the leader reaped, here on the helper, where
-            // waiting is allowed. The cgroup's directory goes when it drops.
-            let cgroup = lock(&orphan_slot).take();
+            // waiting is allowed. The cgroup's directory goes when it
+            // drops, and the registration once the leader is reaped.
+            let SpawnSlot {
+                cgroup,
+                registration,
+            } = std::mem::take(&mut *lock(&orphan_slot));
             if let Some(cgroup) = &cgroup {
                 cgroup.kill();
             }
@@ -139,12 +161,13 @@ impl Launcher for Spawner {
                 sys::signal_group(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
             }
+            drop(registration);
         });
         if cx.submit(job).is_err() {
             let error = "too much work waiting for the helper threads; try again";
             return Err((Program::spawn_failed(launch, error.to_string()), None));
         }
-        self.cgroup = Some(slot);
+        self.slot = Some(slot);
         Ok(None)
     }
 
@@ -154,11 +177,16 @@ impl Launcher for Spawner {
         result: Result<JobOutput, JobError>,
         cx: &mut Cx<'_>,
     ) -> Spawned {
-        let cgroup = self.cgroup.take().and_then(|slot| lock(&slot).take());
+        let SpawnSlot {
+            cgroup,
+            registration,
+        } = self.take_slot();
         let failed = |error: String| Err((Program::spawn_failed(launch, error), None));
         match result {
-            Ok(JobOutput::Child(child)) => Program::attach_child(child, cgroup, launch, cx)
-                .map(|p| Box::new(p) as Box<dyn RunningProgram>),
+            Ok(JobOutput::Child(child)) => {
+                Program::attach_child(child, cgroup, registration, launch, cx)
+                    .map(|p| Box::new(p) as Box<dyn RunningProgram>)
+            }
             Ok(other) => failed(format!("internal error: the spawn gave {other:?}")),
             Err(JobError::Io(e)) => Err((Program::refusal(launch, &e), None)),
             Err(e) => failed(e.to_string()),
@@ -166,7 +194,10 @@ impl Launcher for Spawner {
     }
 
     fn abandoned(&mut self, result: Result<JobOutput, JobError>, cx: &mut Cx<'_>) {
-        let cgroup = self.cgroup.take().and_then(|slot| lock(&slot).take());
+        let SpawnSlot {
+            cgroup,
+            registration,
+        } = self.take_slot();
         // Nobody waits for the child: it goes to the reaper at once,
         // counted as running again until reaped (the session gave its slot
         // back when it stopped waiting).
@@ -176,14 +207,30 @@ impl Launcher for Spawner {
             let now = cx.now();
             let exec = &mut cx.shared().exec;
             exec.program_started();
-            exec.adopt(reaper::Dying::new(pgid, Some(child), cgroup, now));
+            exec.adopt(reaper::Dying::new(
+                pgid,
+                Some(child),
+                cgroup,
+                registration,
+                now,
+            ));
         }
     }
 }
 
-/// Locks a spawn's cgroup slot. A panic while it was held (in a spawn job,
-/// which the pool catches) leaves a slot that is still consistent.
-fn lock(slot: &Mutex<Option<Cgroup>>) -> MutexGuard<'_, Option<Cgroup>> {
+impl Spawner {
+    /// Empties the slot of the spawn whose result arrived.
+    fn take_slot(&mut self) -> SpawnSlot {
+        self.slot
+            .take()
+            .map(|slot| std::mem::take(&mut *lock(&slot)))
+            .unwrap_or_default()
+    }
+}
+
+/// Locks a spawn's slot. A panic while it was held (in a spawn job, which
+/// the pool catches) leaves a slot that is still consistent.
+fn lock(slot: &Mutex<SpawnSlot>) -> MutexGuard<'_, SpawnSlot> {
     slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -22,17 +22,18 @@
 //! cgroup (found in `/proc/self/cgroup` and `/proc/self/mountinfo`). The
 //! child joins it between `fork` and `exec`, before the program runs a
 //! single instruction; the reaper kills what is left in it and removes the
-//! directory once it is empty. Where the daemon may not (no cgroup v2, or
-//! no write access: an unprivileged daemon under systemd without
-//! delegation), it logs that once and relies on the process group alone;
+//! directory once it is empty. Where the daemon may not (no cgroup v2, no
+//! write access: an unprivileged daemon under systemd without delegation,
+//! or `exec.cgroups = false`), it says so in its start log, and
 //! docs/security.md says what is then not guaranteed.
 //!
-//! A child *subreaper* (`PR_SET_CHILD_SUBREAPER`) is the other tool Linux
-//! offers: orphans are re-parented to the daemon instead of PID 1. It would
-//! let the daemon see escaped processes, but not tell which program they
-//! came from, and reaping them with `waitpid(-1)` would race the reaping
-//! of the programs the sessions still watch. The cgroup answers both
-//! questions, so it is the one used.
+//! There it falls back on the other tool Linux offers: it becomes a
+//! child *subreaper* (`PR_SET_CHILD_SUBREAPER`), so orphaned descendants
+//! of its programs are re-parented to it instead of PID 1, and it can kill
+//! what it adopts.
+//! That is weaker than a cgroup: an escaped process is seen only once its
+//! parent has died, and it cannot be told apart from its siblings by the
+//! program it came from. subreaper.rs explains what it does with them.
 
 use std::fs;
 use std::io::{self, Write};
@@ -75,6 +76,58 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let fd = RawFd::try_from(fd).map_err(io::Error::other)?;
     // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: from now on, a descendant of the
+/// daemon whose parent dies is re-parented to the daemon (the nearest
+/// living subreaper among its ancestors) instead of PID 1.
+pub fn become_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl(2) with this option takes plain integers and touches
+    // no memory of ours.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The process group of `pid` (`getpgid`), or `None` if there is no such
+/// process. A zombie still has its group.
+pub fn process_group_of(pid: i32) -> Option<i32> {
+    // SAFETY: getpgid(2) takes an integer and touches no memory of ours.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid > 0).then_some(pgid)
+}
+
+/// SIGKILL to one process. Only for a child of the daemon that nobody else
+/// waits for: until the daemon reaps it, its pid cannot name anyone else.
+pub fn kill_child(pid: i32) {
+    // SAFETY: as in `signal_group`; a positive pid names one process.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// Collects the exit status of the child `pid` if it has ended
+/// (`waitpid(pid, WNOHANG)`, never `waitpid(-1)`, which could take a
+/// program's status from the session watching it). True when the child is
+/// gone: reaped now, or not a child at all (`ECHILD`).
+pub fn reap_if_ended(pid: i32) -> bool {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid(2) writes the status into our local integer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == 0 {
+            return false;
+        }
+        if r > 0 {
+            return true;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            _ => return true,
+        }
+    }
 }
 
 // ----- Between fork and exec -------------------------------------------------

@@ -39,7 +39,9 @@ impl Session {
                 download.end
             )));
         }
-        match cx.shared().files.digest(&download.key) {
+        // The lock is let go before the answer is written.
+        let cached = cx.shared().files.lock().digest(&download.key);
+        match cached {
             Some(digest) => self.start_sending(download, digest, cx),
             None => {
                 let (file, size) = (Arc::clone(&download.file), download.end);

@@ -83,7 +83,7 @@ use crate::codec::frame::{self, FrameDecoder, FrameError, Item};
 use jail::{Home, PathError};
 use login::{LoginFailure, Pending};
 use request::Request;
-pub use shared::{FilesShared, demo_password_path};
+pub use shared::{FilesDaemon, FilesShared, demo_password_path};
 use transfer::{Done, Download, JobSlot, Upload, blocking};
 
 /// One files connection.
@@ -246,9 +246,10 @@ impl Session {
             // The login frame: a challenge, real or fake.
             Phase::AwaitingLogin { deadline } => match login::parse_login(&header) {
                 Ok((user, nonce)) => {
-                    let files = &mut cx.shared().files;
-                    let secrets = files.user(&user).map(|u| u.secrets);
-                    let secret = *files.secret();
+                    let (secrets, secret) = {
+                        let mut files = cx.shared().files.lock();
+                        (files.user(&user).map(|u| u.secrets), *files.secret())
+                    };
                     let mut server_nonce = [0u8; login::SERVER_NONCE_LEN];
                     if getrandom::fill(&mut server_nonce).is_err() {
                         cx.write_with(|out| frame::encode_error("internal error", None, out));
@@ -291,20 +292,32 @@ impl Session {
 
     /// The proof was right: open the home and serve.
     fn logged_in(&mut self, name: &str, cx: &mut Cx<'_>) {
-        let files = &mut cx.shared().files;
-        let Some(user) = files.user(name) else {
+        let found = {
+            let mut files = cx.shared().files.lock();
+            files
+                .user(name)
+                .map(|user| (files.root().join(&user.home), user))
+        };
+        let Some((path, user)) = found else {
             cx.write_with(|out| frame::encode_error("no such user", None, out));
             self.close(cx);
             return;
         };
-        let path = files.root().join(&user.home);
         let home = fs::create_dir_all(&path).and_then(|()| Home::open(&path));
         let now = cx.wall_time();
-        let files = &mut cx.shared().files;
-        if files.has_book(name) {
-            files.expire_uploads(name, &user.home, now);
-        } else {
-            let count = files.counting_job(name, &user.home);
+        // The book is counted once per user for the whole daemon: whichever
+        // reactor's connection logs in first counts it, and a login on any
+        // reactor after that finds it.
+        let counting = {
+            let mut files = cx.shared().files.lock();
+            if files.has_book(name) {
+                files.expire_uploads(name, &user.home, now);
+                None
+            } else {
+                Some(files.counting_job(name, &user.home))
+            }
+        };
+        if let Some(count) = counting {
             if blocking(cx, &self.job, move || Done::Counted(count())).is_err() {
                 cx.write_with(|out| frame::encode_error(get::BUSY, Some("busy"), out));
                 self.close(cx);
@@ -379,7 +392,7 @@ impl Session {
                 let freed = account.home.remove(&rel)?;
                 let name = account.name.clone();
                 let home = account.home_path.clone();
-                cx.shared().files.book(&name, &home).removed(freed);
+                cx.shared().files.lock().book(&name, &home).removed(freed);
                 cx.write_with(request::encode_ok);
                 Ok(())
             }),
@@ -389,7 +402,7 @@ impl Session {
                     account.home_path.clone(),
                     account.quota,
                 );
-                let used = cx.shared().files.book(&name, &home).used();
+                let used = cx.shared().files.lock().book(&name, &home).used();
                 cx.write_with(|out| request::encode_quota(used, limit, out));
                 Ok(())
             }
@@ -433,8 +446,10 @@ impl Session {
                     staging::remove_record(&upload.dir, &upload.id);
                     if let Phase::Serving(account) = &self.phase {
                         let (name, home) = (account.name.clone(), account.home_path.clone());
-                        let book = cx.shared().files.book(&name, &home);
-                        book.complete(&upload.id, upload.size, replaced);
+                        let mut files = cx.shared().files.lock();
+                        files
+                            .book(&name, &home)
+                            .complete(&upload.id, upload.size, replaced);
                     }
                     cx.write_with(|out| request::encode_put_done(upload.size, &upload.sha256, out));
                 }
@@ -446,12 +461,15 @@ impl Session {
             // The book is counted: requests may come.
             (Transfer::Counting, Done::Counted(book)) => {
                 if let Phase::Serving(account) = &self.phase {
-                    cx.shared().files.counted(&account.name, book);
+                    cx.shared().files.lock().counted(&account.name, book);
                 }
             }
             (Transfer::Hashing(download), Done::Digest(result)) => match result {
                 Ok(digest) => {
-                    cx.shared().files.remember_digest(download.key, digest);
+                    cx.shared()
+                        .files
+                        .lock()
+                        .remember_digest(download.key, digest);
                     self.start_sending(download, digest, cx);
                 }
                 Err(e) => {
@@ -514,7 +532,8 @@ impl Session {
             return;
         };
         let (name, home) = (account.name.clone(), account.home_path.clone());
-        let book = cx.shared().files.book(&name, &home);
+        let mut files = cx.shared().files.lock();
+        let book = files.book(&name, &home);
         match transfer {
             Transfer::Preparing(u) | Transfer::Receiving(u) => {
                 book.interrupt(&u.id);

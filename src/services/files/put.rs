@@ -40,27 +40,37 @@ impl Session {
             account.home_path.clone(),
             account.quota,
         );
-        let files = &mut cx.shared().files;
-        let dir = files.staging_dir(&user);
-        let book = files.book(&user, &home_path);
-        if book.is_active(&id) {
-            return Err(PathError::Io(
-                "an upload of this file is already under way".to_string(),
-            ));
-        }
-        for old in book.superseded(&rel, &id) {
-            book.release(&old);
-            staging::remove(&dir, &old);
-        }
-        let reservation = Reservation {
-            path: rel.clone(),
-            charge: size.saturating_sub(credit),
-            active: true,
+        // One lock of the daemon's books for the check and the
+        // reservation together: connections of the user on other reactors
+        // reserve under the same lock, so no two can both see the same free
+        // bytes and together pass the quota.
+        let reserved = {
+            let mut files = cx.shared().files.lock();
+            let dir = files.staging_dir(&user);
+            let book = files.book(&user, &home_path);
+            if book.is_active(&id) {
+                return Err(PathError::Io(
+                    "an upload of this file is already under way".to_string(),
+                ));
+            }
+            for old in book.superseded(&rel, &id) {
+                book.release(&old);
+                staging::remove(&dir, &old);
+            }
+            let reservation = Reservation {
+                path: rel.clone(),
+                charge: size.saturating_sub(credit),
+                active: true,
+            };
+            book.reserve(&id, reservation, limit).map(|()| dir)
         };
-        if let Err(over) = book.reserve(&id, reservation, limit) {
-            cx.write_with(|out| request::encode_over_quota(over.free, out));
-            return Ok(());
-        }
+        let dir = match reserved {
+            Ok(dir) => dir,
+            Err(over) => {
+                cx.write_with(|out| request::encode_over_quota(over.free, out));
+                return Ok(());
+            }
+        };
         let record = staging::Record {
             path: rel.clone(),
             size,
@@ -79,7 +89,11 @@ impl Session {
         let (file, staged) = match opened {
             Ok(found) => found,
             Err(e) => {
-                cx.shared().files.book(&user, &home_path).release(&id);
+                cx.shared()
+                    .files
+                    .lock()
+                    .book(&user, &home_path)
+                    .release(&id);
                 staging::remove(&dir, &id);
                 return Err(PathError::Io(storage_error(&e)));
             }
@@ -198,7 +212,11 @@ impl Session {
         staging::remove(&upload.dir, &upload.id);
         if let Phase::Serving(account) = &self.phase {
             let (name, home) = (account.name.clone(), account.home_path.clone());
-            cx.shared().files.book(&name, &home).release(&upload.id);
+            cx.shared()
+                .files
+                .lock()
+                .book(&name, &home)
+                .release(&upload.id);
         }
         log::info!(
             "files: {}: upload of /{} failed: {reason}",

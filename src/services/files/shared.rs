@@ -20,11 +20,34 @@
 //! service itself, so the walk happens once per user, not per request.
 //! Files put into a home behind the daemon's back count from the next
 //! count.
+//!
+//! # One for the daemon, behind a lock
+//!
+//! With `reactors = N` a user's connections may sit on different reactors,
+//! and the quota is the user's, not a loop's (PROTOCOL.md §8). So there is
+//! one `FilesShared` per daemon, inside a [`FilesDaemon`] every reactor
+//! holds, and a session takes its lock for one step: a login (the store's
+//! `stat`, the book's lookup), one request (`quota`, `rm`), the check and
+//! reservation of a `put` together, a commit's entry in the book, a
+//! digest's lookup. Never per byte: the bytes of an upload go from the
+//! socket to the staged file, and those of a download from the file to
+//! the socket, without it. Nothing slow runs under it either: the count
+//! of a home, the hashing and the `fsync` run on the helper pool, outside
+//! the lock (only the rare recount of a book whose store changed after
+//! the login, [`FilesShared::book`], walks a home under it).
+//!
+//! Because a `put` checks and reserves under one lock, two uploads from
+//! connections on different reactors can never together pass the quota;
+//! and because the reservations and staged uploads are the daemon's, an
+//! interrupted upload resumes whichever reactor the reconnect lands on.
+//! A finer lock (one per user) would let two users' requests proceed at
+//! the same instant; at a lock per request it would not be measurable.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::quota::{Book, Reservation};
@@ -40,6 +63,32 @@ pub const DIGEST_CACHE_ENTRIES: usize = 4096;
 /// place gets a new mtime or size; a file replaced gets a new inode.
 pub type FileKey = (u64, u64, u64, i128);
 
+/// The daemon's one [`FilesShared`], shared by every reactor (see the
+/// module docs).
+pub struct FilesDaemon {
+    shared: Mutex<FilesShared>,
+}
+
+impl FilesDaemon {
+    /// Loads the store and the secret (see [`FilesShared::new`]).
+    pub fn new(config: &Config) -> io::Result<FilesDaemon> {
+        Ok(FilesDaemon {
+            shared: Mutex::new(FilesShared::new(config)?),
+        })
+    }
+
+    /// Takes the lock for one step of a session. Let it go before writing
+    /// an answer or submitting a job: hold it across nothing slow. A panic
+    /// under it (a bug) leaves books that are still books, so a poisoned
+    /// lock is used as it is rather than failing every reactor's files
+    /// service.
+    pub fn lock(&self) -> MutexGuard<'_, FilesShared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The files service's state across connections; reached through
+/// [`FilesDaemon::lock`].
 pub struct FilesShared {
     /// `<data-dir>/files`.
     root: PathBuf,
@@ -247,4 +296,46 @@ fn create_demo(data_dir: &Path, store: &Path, root: &Path) -> io::Result<()> {
         password_file.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn reservations_from_several_threads_never_pass_the_quota_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        // The first start creates `demo`, whose home is empty.
+        let daemon = Arc::new(FilesDaemon::new(&config).unwrap());
+        let home = users::default_home("demo");
+        assert!(daemon.lock().user("demo").is_some());
+        // Eight "reactors" reserve 40 bytes each against a limit of 100,
+        // each under one lock for the check and the reservation together.
+        let reserved: usize = (0..8)
+            .map(|i| {
+                let (daemon, home) = (daemon.clone(), home.clone());
+                std::thread::spawn(move || {
+                    let reservation = Reservation {
+                        path: format!("f{i}"),
+                        charge: 40,
+                        active: true,
+                    };
+                    let mut files = daemon.lock();
+                    let book = files.book("demo", &home);
+                    book.reserve(&format!("id{i}"), reservation, Some(100))
+                        .is_ok()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum();
+        assert_eq!(reserved, 2);
+        assert_eq!(daemon.lock().book("demo", &home).used(), 80);
+    }
 }

@@ -302,7 +302,7 @@ impl Cluster {
                     match self.claims.remove(&id) {
                         Some(member) => {
                             self.outcomes.insert(member, outcome);
-                            post.wake(member.token);
+                            post.wake(member.token, member.serial);
                         }
                         None => {
                             if let Claim::Granted(nick) = outcome {
