@@ -355,3 +355,22 @@ fn lines_sent_before_the_welcome_wait_for_the_claims_in_order() {
     m.expect(&format!("* {} is now early", m.nick));
     assert_eq!(next_said(&mut m), "early: hello");
 }
+
+#[test]
+fn a_daemon_of_two_reactors_keeps_one_link_to_redis() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let cluster = format!("chat.cluster={}", redis.address());
+    let d = Daemon::start(&["--reactors", "2", "--set", &cluster]);
+    assert!(wait_until(|| d
+        .stderr()
+        .contains("chat cluster: connected")));
+    let mut r = redis.client();
+    let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("chat:events")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(subscribers, 1);
+}

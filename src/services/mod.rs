@@ -30,6 +30,7 @@
 use std::any::Any;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::SharedThrottle;
@@ -55,8 +56,14 @@ pub struct Shared {
     /// daemon's one copy behind a lock.
     pub files: Arc<files::FilesDaemon>,
     /// The link to the other daemons of the chat (`chat.cluster`), started
-    /// once the reactor hands over its nudge (`Services::attach`).
+    /// once the reactor hands over its nudge (`Services::attach`), on the
+    /// reactor that serves chat.
     pub chat_cluster: Option<chat::Cluster>,
+    /// That link's figures, which every reactor's admin endpoint reports.
+    pub chat_cluster_stats: Option<Arc<chat::cluster::Stats>>,
+    /// Taken by the reactor that starts the daemon's one link (see
+    /// `attach`).
+    chat_cluster_taken: Arc<AtomicBool>,
 }
 
 /// What the services of every reactor share: built once per daemon, before
@@ -67,6 +74,11 @@ pub struct Common {
     throttle: Arc<SharedThrottle>,
     exec: Arc<exec::ExecDaemon>,
     files: Arc<files::FilesDaemon>,
+    /// The chat cluster link's figures, when `chat.cluster` is set.
+    chat_cluster_stats: Option<Arc<chat::cluster::Stats>>,
+    /// Set by the first reactor to start the cluster link: a daemon has
+    /// one link, whatever its number of reactors.
+    chat_cluster_taken: Arc<AtomicBool>,
 }
 
 impl Common {
@@ -78,6 +90,8 @@ impl Common {
             throttle: Arc::new(SharedThrottle::from_config(&config.auth)),
             exec: Arc::new(exec::ExecDaemon::new(config)?),
             files: Arc::new(files::FilesDaemon::new(config)?),
+            chat_cluster_stats: config.chat.cluster.as_ref().map(|_| Arc::default()),
+            chat_cluster_taken: Arc::default(),
         })
     }
 
@@ -107,6 +121,8 @@ impl Shared {
             exec: exec::ExecShared::joined(Arc::clone(&common.exec)),
             files: Arc::clone(&common.files),
             chat_cluster: None,
+            chat_cluster_stats: common.chat_cluster_stats.clone(),
+            chat_cluster_taken: Arc::clone(&common.chat_cluster_taken),
             config,
         }
     }
@@ -170,14 +186,22 @@ impl Services for Shared {
     }
 
     /// Starts the chat's cluster link, which needs the nudge to wake the
-    /// loop; only where chat is served (the first reactor).
+    /// loop, on the first reactor built: the one that serves chat, which
+    /// the daemon builds before the others (daemon.rs).
     fn attach(&mut self, nudge: crate::reactor::Nudge) {
         let chat = &self.config.chat;
-        let (Some(address), true) = (&chat.cluster, chat.service.enabled) else {
+        let (Some(address), Some(stats), true) = (
+            &chat.cluster,
+            &self.chat_cluster_stats,
+            chat.service.enabled,
+        ) else {
             return;
         };
+        if self.chat_cluster_taken.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let ttl = Duration::from_secs(chat.cluster_nick_ttl_s);
-        match chat::Cluster::start(address, ttl, nudge) {
+        match chat::Cluster::start(address, ttl, nudge, Arc::clone(stats)) {
             Ok(cluster) => self.chat_cluster = Some(cluster),
             Err(e) => log::error!("chat cluster: cannot start, chat stays local: {e}"),
         }

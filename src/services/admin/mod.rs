@@ -337,7 +337,7 @@ impl Session {
 /// The chat cluster link's counters, when the daemon has one.
 fn cluster_figures(cx: &mut Cx<'_>) -> Option<figures::ClusterFigures> {
     use std::sync::atomic::Ordering::Relaxed;
-    let stats = cx.shared().chat_cluster.as_ref()?.stats();
+    let stats = cx.shared().chat_cluster_stats.clone()?;
     Some(figures::ClusterFigures {
         connected: stats.connected.load(Relaxed),
         reconnects: stats.reconnects.load(Relaxed),

@@ -192,13 +192,13 @@ pub struct LinkConfig {
 }
 
 impl Link {
-    /// Starts the link thread, which connects at once.
-    pub fn start(config: LinkConfig, wake: WakeFn) -> Result<Link, String> {
+    /// Starts the link thread, which connects at once and counts into
+    /// `stats`.
+    pub fn start(config: LinkConfig, wake: WakeFn, stats: Arc<Stats>) -> Result<Link, String> {
         let client = Client::open(url_of(&config.address)).map_err(|e| e.to_string())?;
         let (requests, requests_rx) = sync_channel(REQUEST_QUEUE);
         let (events_tx, events) = sync_channel(EVENT_QUEUE);
         let pending = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(Stats::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let thread = LinkThread {
             client,
@@ -590,7 +590,7 @@ mod tests {
             daemon: "d-test".into(),
             nick_ttl: Duration::from_secs(3),
         };
-        let link = Link::start(config, Arc::new(|| {})).unwrap();
+        let link = Link::start(config, Arc::new(|| {}), Arc::default()).unwrap();
         let first = link.events.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(matches!(first, Event::Down(_)), "{first:?}");
         let body = Body::Say {

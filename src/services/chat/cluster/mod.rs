@@ -164,14 +164,19 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts the link to `address`; the chat is local until it is up.
-    pub fn start(address: &str, nick_ttl: Duration, nudge: Nudge) -> Result<Cluster, String> {
+    pub fn start(
+        address: &str,
+        nick_ttl: Duration,
+        nudge: Nudge,
+        stats: std::sync::Arc<Stats>,
+    ) -> Result<Cluster, String> {
         let me = daemon_id();
         let config = LinkConfig {
             address: address.to_string(),
             daemon: me.clone(),
             nick_ttl,
         };
-        let link = Link::start(config, std::sync::Arc::new(move || nudge.wake()))?;
+        let link = Link::start(config, std::sync::Arc::new(move || nudge.wake()), stats)?;
         log::info!("chat cluster: this daemon is {me}, on {address}");
         Ok(Cluster {
             me,
