@@ -30,8 +30,11 @@ impl Reactor {
             // chat join tells the whole room). Past the turn's letters, the
             // rest wait for the next turn, so joins to a big room spread
             // out instead of making one turn long.
-            // Letters wait in `mail` until this step ends, so they count too.
-            let letters = self.core.turn.letters as usize + self.core.mail.len();
+            // Letters wait in `mail` until this step ends, so they count
+            // too, and so do those a callback announced for later.
+            let letters = self.core.turn.letters as usize
+                + self.core.turn.owed as usize
+                + self.core.mail.len();
             if letters >= MAIL_PER_TURN as usize {
                 self.requeue(key);
                 return;

@@ -21,7 +21,7 @@ use super::{CloseReason, LINGER, Reactor, SHUTDOWN_POLL, Source, SourceEvent};
 use super::trace::trace;
 
 impl Reactor {
-    /// Steps 1 and 2 of a turn: sleeps in `poll()` until an event arrives
+    /// Step 1 of a turn: sleeps in `poll()` until an event arrives
     /// or the earliest deadline is due, then reads the clock once for the
     /// whole turn. Returns false when a signal cut the wait short.
     pub(super) fn wait(&mut self) -> io::Result<bool> {
@@ -80,7 +80,7 @@ impl Reactor {
         timeout
     }
 
-    /// Step 3: work left from the last turn goes first. Tokens requeued
+    /// Step 2: work left from the last turn goes first. Tokens requeued
     /// during this step wait for the next turn, behind the others.
     pub(super) fn serve_ready_queue(&mut self) {
         for _ in 0..self.core.ready.len() {
@@ -92,7 +92,7 @@ impl Reactor {
         }
     }
 
-    /// Step 4: this turn's events, in the order the kernel gave them.
+    /// Step 3: this turn's events, in the order the kernel gave them.
     pub(super) fn dispatch_events(&mut self) {
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
@@ -102,7 +102,7 @@ impl Reactor {
         self.events = events;
     }
 
-    /// Step 5: the wake-ups that are due.
+    /// Step 4: the wake-ups that are due.
     pub(super) fn fire_timers(&mut self) {
         while let Some((key, wake)) = self.core.timers.pop_due(self.core.now) {
             self.core.turn.timers += 1;
@@ -111,7 +111,7 @@ impl Reactor {
         }
     }
 
-    /// Step 6: state the services share gets its turn without any
+    /// Step 5: state the services share gets its turn without any
     /// connection's event (the exec reaper signals and reaps children whose
     /// connection is gone), and says when it next wants one.
     pub(super) fn poll_services(&mut self) {
