@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::config::{self, Config, ListenAddr, Overrides, Reactors};
 use crate::reactor::{Bound, Group, ListenSocket, Reactor};
+use crate::services::chat::Hub as ChatHub;
 use crate::services::{self, ServiceId, Shared};
 
 /// `socketlab serve` (PROTOCOL.md §1).
@@ -130,14 +131,24 @@ fn serve(args: Args) -> Result<(), String> {
         max_connections,
         config.limits.max_connections_per_ip,
     ));
+    // With several reactors the chat's rooms and nicks are the daemon's:
+    // one hub, its lines put in order through every reactor's inbox.
+    let chat = Arc::new(if spread {
+        ChatHub::across(&config.chat, group.clone())
+    } else {
+        ChatHub::local(&config.chat)
+    });
     let siblings = Siblings {
         config: sibling_config(&config),
         max_connections,
         trace: args.trace,
         slow_turn,
         group: group.clone(),
+        chat: chat.clone(),
     };
-    let shared = Shared::new(config).map_err(|e| e.to_string())?;
+    let shared = Shared::new(config)
+        .map_err(|e| e.to_string())?
+        .with_chat(chat, 0);
     let mut reactor = Reactor::new(bound, shared, max_connections, args.trace)
         .map_err(|e| e.to_string())?
         .join(group, 0);
@@ -186,6 +197,8 @@ struct Siblings {
     /// `limits.slow_turn_ms`, which every reactor logs against.
     slow_turn: Duration,
     group: Arc<Group>,
+    /// The chat every reactor serves a part of.
+    chat: Arc<ChatHub>,
 }
 
 type ReactorThread = std::thread::JoinHandle<io::Result<()>>;
@@ -202,13 +215,16 @@ impl Siblings {
             let index = i + 1;
             let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
             let (config, group) = (self.config.clone(), self.group.clone());
+            let chat = self.chat.clone();
             let (max_connections, trace) = (self.max_connections, self.trace);
             let slow_turn = self.slow_turn;
             let thread = std::thread::Builder::new()
                 .name(format!("reactor-{index}"))
                 .spawn(move || {
-                    let built = Shared::new(config)
-                        .and_then(|shared| Reactor::new(bound, shared, max_connections, trace));
+                    let built = Shared::new(config).and_then(|shared| {
+                        let shared = shared.with_chat(chat, index);
+                        Reactor::new(bound, shared, max_connections, trace)
+                    });
                     match built {
                         Ok(reactor) => {
                             let _ = built_tx.send(Ok(()));
@@ -263,15 +279,20 @@ fn reactor_count(reactors: Reactors) -> usize {
     }
 }
 
-/// Whether a service is served by every reactor. Services whose
-/// connections share state (chat rooms, exec's running count and reaper,
-/// the files service's quota books, the admin endpoint) stay on the first
-/// reactor, which serves them exactly as a daemon with one reactor does;
-/// the stateless ones are spread.
+/// Whether a service is served by every reactor. The stateless ones are
+/// spread, and so is chat, whose rooms and nicks every reactor shares
+/// through one hub (services/chat/hub.rs). Services whose connections
+/// share other state (exec's running count and reaper, the files
+/// service's quota books, the admin endpoint) stay on the first reactor,
+/// which serves them exactly as a daemon with one reactor does.
 fn spreads(service: ServiceId) -> bool {
     matches!(
         service,
-        ServiceId::Echo | ServiceId::Discard | ServiceId::Chargen | ServiceId::Daytime
+        ServiceId::Echo
+            | ServiceId::Discard
+            | ServiceId::Chargen
+            | ServiceId::Daytime
+            | ServiceId::Chat
     )
 }
 
