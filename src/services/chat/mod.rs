@@ -86,6 +86,18 @@
 //! queued to all of them before the next line is formatted, so every member
 //! of a room sees the room's lines in the same order.
 //!
+//! # Across reactors
+//!
+//! With `reactors = N` chat connections are spread over N loops, and the
+//! rooms, nicks and member count stay the daemon's (PROTOCOL.md §8). The
+//! directory then lives behind one lock in the [`Hub`], and a line is not
+//! queued by its poster but pushed, under that lock, into the inbox of
+//! every reactor hosting its room (its own included); each reactor queues
+//! it for its own members when it drains its inbox. That is what keeps
+//! one order per room; hub.rs explains it, with what it costs per line,
+//! and the seam for lines put in order outside this daemon. With one
+//! reactor the poster fans out itself, as described above.
+//!
 //! # Slow consumers
 //!
 //! A member is too slow when it does not read: its unsent output reached
@@ -110,7 +122,10 @@
 //! works out the room's *headroom*, how much more every member can be given
 //! before the fullest one reaches the limit, and serves lines only while
 //! its own output (it hears every line it says) has grown by less than
-//! that. A room at the limit is *congested*: the rest of the input stays
+//! that. (With several reactors its own copy arrives only when its reactor
+//! drains its inbox, so the bytes it posted are counted instead, and the
+//! members on other reactors count by the figures those reactors publish:
+//! hub.rs, "Pacing across reactors".) A room at the limit is *congested*: the rest of the input stays
 //! with the reactor, the session holds its input (`Cx::hold_input`), so
 //! nothing more is read from the sender and TCP slows it down, and after
 //! [`CONGESTION_RETRY`] (`on_timer`) the held lines are offered again. A
@@ -181,10 +196,13 @@
 //!
 //! # Where the parts live
 //!
-//! This file is the session: its state machine, fan-out and departures.
-//! The rest is in files named for what they hold: `line.rs` cuts the byte
-//! stream into lines, `commands.rs` says what a line means (and the errors
-//! a line can earn), and `rooms.rs` is the state every chat session shares.
+//! This file is the session: its state machine, its commands and
+//! departures. The rest is in files named for what they hold: `line.rs`
+//! cuts the byte stream into lines, `commands.rs` says what a line means
+//! (and the errors a line can earn), `fanout.rs` how a line reaches its
+//! room and how much a callback may say, `rooms.rs` is the directory every
+//! chat session shares, and `hub.rs` where it lives and where a room's
+//! lines are put in order.
 
 mod commands;
 mod fanout;
