@@ -164,7 +164,10 @@ fn a_service_limit_counts_connections_on_every_reactor() {
 fn four_members_on_both_reactors_bursting_at_once_give_everyone_one_order() {
     let d = two_reactors(&["--trace"]);
     let (mut members, on) = members_on_both(&d, 2);
-    // Two bursters on each reactor, so lines sequenced on both race.
+    // Two bursters on each reactor, so lines sequenced on both race. A
+    // poster that queued its line for its own reactor's members at once,
+    // and for the others through their inboxes, fails here: each
+    // reactor's members would hear their own reactor's bursts first.
     let mut bursters: Vec<usize> = Vec::new();
     for r in 0..2 {
         bursters.extend(
