@@ -31,7 +31,7 @@ impl Session {
                 }
             }
             Sequencer::Inboxes(inboxes) => {
-                fullest = fullest.max(inboxes.fullest_elsewhere(&dir, &room, me.reactor));
+                let elsewhere = inboxes.fullest_elsewhere(&dir, &room, me.reactor);
                 drop(dir);
                 // Our own reactor's members, seen directly. The list cannot
                 // be borrowed while `cx` is asked, so it is copied into a
@@ -46,6 +46,10 @@ impl Session {
                     }
                 }
                 cx.shared().chat.scratch = members;
+                // Lines other callbacks of this turn left in our own inbox
+                // reach our members at this turn's drain step: count them
+                // as theirs already, as the other reactors' are counted.
+                fullest = (fullest + inboxes.waiting(me.reactor)).max(elsewhere);
             }
         }
         limit.saturating_sub(fullest)
