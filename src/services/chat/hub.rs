@@ -56,8 +56,9 @@
 //! chat module docs). Members on other reactors it cannot see, so each
 //! reactor publishes, at its drain step, the fullest output among the
 //! members it hosts per room it served (`ChatRoom::fullest`), and keeps
-//! publishing for a room until that figure is back to 0; lines still
-//! waiting in its inbox are counted on top ([`Inboxes::fullest_elsewhere`]).
+//! publishing for a room until that figure is back to 0. Lines still
+//! waiting in an inbox, the poster's own reactor's included, are counted
+//! on top ([`Inboxes::fullest_elsewhere`], [`Inboxes::waiting`]).
 //! A poster held by another reactor's figure rings that reactor
 //! ([`Hub::nudge`]), so a reactor that went to sleep after writing
 //! everything publishes a fresh, lower figure.
