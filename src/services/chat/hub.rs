@@ -63,6 +63,14 @@
 //! ([`Hub::nudge`]), so a reactor that went to sleep after writing
 //! everything publishes a fresh, lower figure.
 //!
+//! The figure is published at the drain step, before that turn's writes,
+//! so it overstates until the reactor's next turn, and a poster it holds
+//! looks again only after `CONGESTION_RETRY` (5 ms). Publishing after the
+//! turn's writes, and having a reactor whose figure fell wake the posters
+//! it held, would hold posters less often and for less long; that is the
+//! next step if two reactors' chat rates matter more than this
+//! simplicity (BENCHMARKS.md, "Chat over reactors").
+//!
 //! # The seam for sequencing elsewhere
 //!
 //! A thread that is not a reactor (a bridge to other daemons) injects a
