@@ -94,11 +94,14 @@
 //! 4. `fire_timers`: the wake-ups that are due;
 //! 5. `poll_services`: state the services share gets its turn (the exec
 //!    reaper), and says when it next wants one;
-//! 6. `flush_mailed`: connections that others gave output to (a chat
+//! 6. `drain_inboxes`: what other threads left for the services (a chat
+//!    line said on another reactor) is delivered, in the order it was
+//!    left ([`Post`], `Services::drain_inbox`);
+//! 7. `flush_mailed`: connections that others gave output to (a chat
 //!    broadcast) are flushed;
-//! 7. `free_dead`: the connections that closed during the turn leave the
+//! 8. `free_dead`: the connections that closed during the turn leave the
 //!    slab;
-//! 8. `end_turn` and `shutdown_finished`: the turn's figures, and whether a
+//! 9. `end_turn` and `shutdown_finished`: the turn's figures, and whether a
 //!    shutdown under way is complete.
 //!
 //! # Where the rest lives
@@ -153,6 +156,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::service_id::ServiceId;
+pub use call::Post;
 use connection::Connection;
 pub use group::Group;
 pub use listener::ListenSocket;
@@ -435,6 +439,7 @@ impl Reactor {
             self.dispatch_events();
             self.fire_timers();
             self.poll_services();
+            self.drain_inboxes();
             self.flush_mailed();
             self.free_dead();
             self.end_turn();
@@ -452,6 +457,7 @@ impl Reactor {
         if group.reactors() > 1 {
             self.core.trace = self.core.trace.naming(index);
         }
+        group.set_waker(index, self.core.pool.waker());
         self.core.group = group;
         self.core.index = index;
         self

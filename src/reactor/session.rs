@@ -37,7 +37,7 @@
 use std::any::Any;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Cx, JobError, JobOutput};
+use super::{Cx, JobError, JobOutput, Post};
 use crate::service_id::ServiceId;
 
 /// One connection's state machine. Every method has a default, so a
@@ -200,6 +200,15 @@ pub trait Services: Any {
     /// True while shared state still has work that must finish before the
     /// daemon may exit (children not yet reaped).
     fn is_busy(&self) -> bool;
+
+    /// Called once per loop turn, after [`Services::poll`]: delivers what
+    /// other threads left in the services' own inboxes (a chat line said
+    /// on another reactor) to this reactor's connections, through `post`.
+    /// Those threads wake the reactor with `Group::wake` when they leave
+    /// something. The default has no inbox.
+    fn drain_inbox(&mut self, post: &mut Post<'_>) {
+        let _ = post;
+    }
 }
 
 /// A service's connection limits, as the reactor enforces them.

@@ -86,6 +86,18 @@
 //! queued to all of them before the next line is formatted, so every member
 //! of a room sees the room's lines in the same order.
 //!
+//! # Across reactors
+//!
+//! With `reactors = N` chat connections are spread over N loops, and the
+//! rooms, nicks and member count stay the daemon's (PROTOCOL.md §8). The
+//! directory then lives behind one lock in the [`Hub`], and a line is not
+//! queued by its poster but pushed, under that lock, into the inbox of
+//! every reactor hosting its room (its own included); each reactor queues
+//! it for its own members when it drains its inbox. That is what keeps
+//! one order per room; hub.rs explains it, with what it costs per line,
+//! and the seam for lines put in order outside this daemon. With one
+//! reactor the poster fans out itself, as described above.
+//!
 //! # Slow consumers
 //!
 //! A member is too slow when it does not read: its unsent output reached
@@ -110,7 +122,10 @@
 //! works out the room's *headroom*, how much more every member can be given
 //! before the fullest one reaches the limit, and serves lines only while
 //! its own output (it hears every line it says) has grown by less than
-//! that. A room at the limit is *congested*: the rest of the input stays
+//! that. (With several reactors its own copy arrives only when its reactor
+//! drains its inbox, so the bytes it posted are counted instead, and the
+//! members on other reactors count by the figures those reactors publish:
+//! hub.rs, "Pacing across reactors".) A room at the limit is *congested*: the rest of the input stays
 //! with the reactor, the session holds its input (`Cx::hold_input`), so
 //! nothing more is read from the sender and TCP slows it down, and after
 //! [`CONGESTION_RETRY`] (`on_timer`) the held lines are offered again. A
@@ -181,24 +196,32 @@
 //!
 //! # Where the parts live
 //!
-//! This file is the session: its state machine, fan-out and departures.
-//! The rest is in files named for what they hold: `line.rs` cuts the byte
-//! stream into lines, `commands.rs` says what a line means (and the errors
-//! a line can earn), and `rooms.rs` is the state every chat session shares.
+//! This file is the session: its state machine, its commands and
+//! departures. The rest is in files named for what they hold: `line.rs`
+//! cuts the byte stream into lines, `commands.rs` says what a line means
+//! (and the errors a line can earn), `fanout.rs` how a line reaches its
+//! room and how much a callback may say, `rooms.rs` is the directory every
+//! chat session shares, and `hub.rs` where it lives and where a room's
+//! lines are put in order.
 
 mod commands;
+mod fanout;
+mod hub;
 mod line;
 mod rooms;
 #[cfg(test)]
 mod session_tests;
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use super::{CloseReason, Cx, clock};
 pub use commands::{ChatError, Command, is_valid_name, parse};
+use fanout::tell;
+pub use hub::{Change, Hosted, Hub, Inboxes, Posted, Sequencer};
 pub use line::{Framed, LineSplitter};
 pub use rooms::{ChatRoom, Member, MemberId, Moved, Renamed, Rooms};
 
@@ -234,6 +257,15 @@ const HELP: &[&str] = &[
 pub struct Session {
     lines: LineSplitter,
     presence: Presence,
+    /// The daemon's chat state (the reactor's `Hosted` holds the same),
+    /// kept here so a callback can lock the directory while it queues
+    /// output through its `Cx`.
+    hub: Arc<Hub>,
+    /// Bytes this callback said to its room through the reactors'
+    /// inboxes. They reach our own output only when our reactor drains
+    /// its inbox, after the callback, so they are counted here against the
+    /// room's headroom (see "Bursts"). Always 0 with one reactor.
+    posted: usize,
 }
 
 /// Where the client stands in the chat.
@@ -278,10 +310,13 @@ enum Stop {
 }
 
 impl Session {
-    pub fn new(max_line: usize) -> Session {
+    /// A session of the chat held in `hub`.
+    pub fn new(max_line: usize, hub: Arc<Hub>) -> Session {
         Session {
             lines: LineSplitter::new(max_line),
             presence: Presence::Arriving,
+            hub,
+            posted: 0,
         }
     }
 
@@ -293,14 +328,16 @@ impl Session {
         // Every line said to the room reaches us too, so what our own
         // output grows by is what each member's grows by (see "Bursts").
         let start = cx.pending_output();
-        let headroom = room_headroom(cx);
+        self.posted = 0;
+        let headroom = self.room_headroom(cx);
         loop {
             if self.presence != Presence::Present {
                 return (input.len(), Stop::Left);
             }
             let rest = &input[consumed..];
             let complete = memchr(b'\n', rest).is_some();
-            if complete && cx.pending_output().saturating_sub(start) >= headroom {
+            let grown = cx.pending_output().saturating_sub(start) + self.posted;
+            if complete && grown >= headroom {
                 return (consumed, Stop::Congested);
             }
             if spent >= FANOUT_BUDGET && complete {
@@ -315,7 +352,7 @@ impl Session {
                     spent += 1;
                 }
                 Framed::Line(line) => {
-                    if addressee_is_full(line, cx) {
+                    if self.addressee_is_full(line, cx) {
                         // Not taken: the line is served again later.
                         return (consumed, Stop::Congested);
                     }
@@ -336,7 +373,7 @@ impl Session {
             return 1;
         };
         let me = MemberId::of(cx);
-        let Some(Member { nick, room }) = cx.shared().chat.member(me).cloned() else {
+        let Some(Member { nick, room }) = self.hub.directory().member(me).cloned() else {
             return 0;
         };
         let command = match parse(line) {
@@ -346,6 +383,7 @@ impl Session {
                 return 1;
             }
         };
+        let posted = &mut self.posted;
         match command {
             Command::Say(text) => {
                 let stamp = clock::datetime(cx.wall_time());
@@ -356,37 +394,44 @@ impl Session {
                 said.extend_from_slice(b": ");
                 said.extend_from_slice(text.as_bytes());
                 said.extend_from_slice(b"\n");
-                broadcast(cx, &room, said.freeze())
+                let said = Some(said.freeze());
+                self.hub
+                    .locked(|dir, seq| tell(cx, seq, dir, &room, Change::None, said, posted))
             }
-            Command::Nick(new) => match cx.shared().chat.rename(me, new) {
+            // The claim and its notice are one step under the lock, so the
+            // notice takes its place in the room's order as the nick changes.
+            Command::Nick(new) => self.hub.locked(|dir, seq| match dir.rename(me, new) {
                 Ok(Renamed::Unchanged) => {
                     cx.write_shared(notice(format_args!("{nick} is now {nick}")));
                     1
                 }
                 Ok(Renamed::From { old }) => {
-                    broadcast(cx, &room, notice(format_args!("{old} is now {new}")))
+                    let line = Some(notice(format_args!("{old} is now {new}")));
+                    tell(cx, seq, dir, &room, Change::None, line, posted)
                 }
                 Err(e) => {
                     reply_error(cx, e);
                     1
                 }
-            },
-            Command::Join(to) => match cx.shared().chat.join(me, to) {
+            }),
+            Command::Join(to) => self.hub.locked(|dir, seq| match dir.join(me, to) {
                 Ok(Moved::Stayed) => {
                     cx.write_shared(notice(format_args!("{nick} joined {to}")));
                     1
                 }
                 Ok(Moved::From { from }) => {
-                    broadcast(cx, &from, notice(format_args!("{nick} left {from}")))
-                        + broadcast(cx, to, notice(format_args!("{nick} joined {to}")))
+                    let left = Some(notice(format_args!("{nick} left {from}")));
+                    let joined = Some(notice(format_args!("{nick} joined {to}")));
+                    tell(cx, seq, dir, &from, Change::Left(me), left, posted)
+                        + tell(cx, seq, dir, to, Change::Joined(me), joined, posted)
                 }
                 Err(e) => {
                     reply_error(cx, e);
                     1
                 }
-            },
+            }),
             Command::Who => {
-                let who = cx.shared().chat.who(&room).join(" ");
+                let who = self.hub.directory().who(&room).join(" ");
                 cx.write_with(|out| {
                     let _ = writeln!(out, "* in {room}: {who}");
                 });
@@ -394,7 +439,7 @@ impl Session {
             }
             Command::Rooms => {
                 let mut listing = String::from("* rooms:");
-                for (name, count) in cx.shared().chat.listing() {
+                for (name, count) in self.hub.directory().listing() {
                     let _ = write!(listing, " {name}({count})");
                 }
                 listing.push('\n');
@@ -402,14 +447,19 @@ impl Session {
                 1
             }
             Command::Msg { to, text } => {
-                let Some(to_id) = cx.shared().chat.find(to) else {
+                let Some(to_id) = self.hub.directory().find(to) else {
                     reply_error(cx, ChatError::NoSuchNick);
                     return 1;
                 };
                 let stamp = clock::datetime(cx.wall_time());
                 let line = Bytes::from(format!("{stamp} {nick} -> {to}: {text}\n"));
-                if to_id != me {
+                if to_id == me {
+                    // Said to oneself: delivered once, below.
+                } else if to_id.reactor == me.reactor {
                     cx.send_to(to_id.token, to_id.serial, line.clone());
+                } else if let Sequencer::Inboxes(inboxes) = self.hub.sequencer() {
+                    inboxes.post_to(to_id, line.clone());
+                    inboxes.ring();
                 }
                 cx.write_shared(line);
                 2
@@ -437,17 +487,25 @@ impl Session {
         }
         self.presence = Presence::Gone;
         let me = MemberId::of(cx);
-        let Some(Member { nick, room }) = cx.shared().chat.depart(me) else {
-            return;
-        };
         let why = match how {
-            Departure::Quit | Departure::Disconnected => "",
-            Departure::Idle => " (idle)",
-            Departure::TooSlow => " (too slow)",
-            Departure::Shutdown => return,
+            Departure::Quit | Departure::Disconnected => Some(""),
+            Departure::Idle => Some(" (idle)"),
+            Departure::TooSlow => Some(" (too slow)"),
+            // Nobody is told, but with several reactors the member's own
+            // still hears `Left`, to forget it.
+            Departure::Shutdown => None,
         };
-        // The member is out of the room already, so this reaches the others.
-        broadcast(cx, &room, notice(format_args!("{nick} left {room}{why}")));
+        let posted = &mut self.posted;
+        let left = self.hub.locked(|dir, seq| {
+            let Member { nick, room } = dir.depart(me)?;
+            // The member is out of the room already, so this reaches the others.
+            let line = why.map(|why| notice(format_args!("{nick} left {room}{why}")));
+            tell(cx, seq, dir, &room, Change::Left(me), line, posted);
+            Some(())
+        });
+        if left.is_none() {
+            return;
+        }
         match how {
             Departure::Quit => {
                 cx.write(b"* bye\n");
@@ -463,19 +521,22 @@ impl Session {
 impl super::Session for Session {
     fn on_open(&mut self, cx: &mut Cx<'_>) {
         let me = MemberId::of(cx);
-        let rooms = &mut cx.shared().chat;
-        match rooms.arrive(me) {
-            Ok(nick) => {
-                let online = rooms.online();
-                self.presence = Presence::Present;
-                cx.write_with(|out| {
-                    let _ = writeln!(
-                        out,
-                        "* welcome {nick}; room {LOBBY}; {online} online; /help for commands"
-                    );
-                });
-                broadcast(cx, LOBBY, notice(format_args!("{nick} joined {LOBBY}")));
-            }
+        let posted = &mut self.posted;
+        let arrived = self.hub.locked(|dir, seq| {
+            let nick = dir.arrive(me)?;
+            let online = dir.online();
+            cx.write_with(|out| {
+                let _ = writeln!(
+                    out,
+                    "* welcome {nick}; room {LOBBY}; {online} online; /help for commands"
+                );
+            });
+            let joined = Some(notice(format_args!("{nick} joined {LOBBY}")));
+            tell(cx, seq, dir, LOBBY, Change::Joined(me), joined, posted);
+            Ok(())
+        });
+        match arrived {
+            Ok(()) => self.presence = Presence::Present,
             Err(e) => {
                 reply_error(cx, e);
                 self.presence = Presence::Gone;
@@ -496,9 +557,16 @@ impl super::Session for Session {
             Stop::BudgetSpent => cx.offer_input_again(),
             // Whole lines wait for room: nothing more is read from this
             // client, which slows it down, until `on_timer` looks again.
+            // The other reactors hosting the room are asked for fresh
+            // figures meanwhile.
             Stop::Congested => {
                 cx.hold_input(true);
                 cx.set_timer(cx.now() + CONGESTION_RETRY);
+                let me = MemberId::of(cx);
+                let room = self.hub.directory().member(me).map(|m| m.room.clone());
+                if let Some(room) = room {
+                    self.hub.nudge(&room, me.reactor);
+                }
             }
             Stop::NeedMore | Stop::Left => {}
         }
@@ -531,72 +599,6 @@ impl super::Session for Session {
         };
         self.leave(how, cx);
     }
-}
-
-/// Queues `line` for every member of `room`, the caller included if it is
-/// one: the same [`Bytes`] for all, so the text exists once however many
-/// members there are. Returns the number of recipients.
-fn broadcast(cx: &mut Cx<'_>, room: &str, line: Bytes) -> usize {
-    let me = MemberId::of(cx);
-    let rooms = &mut cx.shared().chat;
-    // The room's list cannot be borrowed while `cx` queues letters, so it
-    // is copied into a scratch list that keeps its capacity between calls.
-    let mut recipients = std::mem::take(&mut rooms.recipients);
-    recipients.clear();
-    recipients.extend_from_slice(rooms.members_of(room));
-    for member in &recipients {
-        if *member == me {
-            cx.write_shared(line.clone());
-        } else {
-            cx.send_to(member.token, member.serial, line.clone());
-        }
-    }
-    let count = recipients.len();
-    cx.shared().chat.recipients = recipients;
-    cx.trace(format_args!(
-        "#{} chat broadcast to {count} members",
-        cx.token()
-    ));
-    count
-}
-
-/// How many more bytes every member of our room can be given before the
-/// fullest one reaches the output limit (0 when one is there already).
-/// O(members of the room), once per callback: the same order as one
-/// broadcast to it.
-fn room_headroom(cx: &mut Cx<'_>) -> usize {
-    let limit = cx.output_limit();
-    let me = MemberId::of(cx);
-    let mut fullest = cx.pending_output();
-    let rooms = &mut cx.shared().chat;
-    let Some(room) = rooms.member(me).map(|m| m.room.clone()) else {
-        return limit.saturating_sub(fullest);
-    };
-    let mut members = std::mem::take(&mut rooms.recipients);
-    members.clear();
-    members.extend_from_slice(rooms.members_of(&room));
-    for m in &members {
-        if *m != me {
-            fullest = fullest.max(cx.pending_output_of(m.token, m.serial));
-        }
-    }
-    cx.shared().chat.recipients = members;
-    limit.saturating_sub(fullest)
-}
-
-/// Whether `line` is a `/msg` to a member whose output is at the limit:
-/// a private flood is held like a room's (see "Bursts").
-fn addressee_is_full(line: &[u8], cx: &mut Cx<'_>) -> bool {
-    let Ok(Command::Msg { to, .. }) = std::str::from_utf8(line)
-        .map_err(|_| ())
-        .and_then(|l| parse(l).map_err(|_| ()))
-    else {
-        return false;
-    };
-    let Some(id) = cx.shared().chat.find(to) else {
-        return false;
-    };
-    id != MemberId::of(cx) && cx.pending_output_of(id.token, id.serial) >= cx.output_limit()
 }
 
 /// A `* ...` line.
