@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::config::{self, Config, ListenAddr, Overrides, Reactors};
 use crate::reactor::{Bound, Group, ListenSocket, Reactor};
+use crate::services::chat::Hub as ChatHub;
 use crate::services::{self, Common, ServiceId, Shared};
 
 /// `socketlab serve` (PROTOCOL.md §1).
@@ -115,6 +116,15 @@ fn serve(args: Args) -> Result<(), String> {
     // line says "listening". Dropping `bound` on a later error closes the
     // sockets (and removes Unix socket files).
     let reactors = reactor_count(config.reactors);
+    // The chat cluster's link hands lines to the one loop that serves
+    // chat; a chat spread over reactors cannot be shared with other
+    // daemons yet (services/chat/cluster).
+    if config.chat.cluster.is_some() && reactors > 1 {
+        return Err(format!(
+            "`chat.cluster` needs `reactors` = 1 for now (this start would run {reactors}): \
+             a chat spread over several reactors cannot yet be shared with other daemons"
+        ));
+    }
     let spread = reactors > 1;
     let (bound, listening) = bind_all(&config, spread)?;
     let mut sibling_sockets = Vec::new();
@@ -135,6 +145,13 @@ fn serve(args: Args) -> Result<(), String> {
     // Only the daemon, and only once, adopts what its programs leave
     // behind where they get no cgroup (services/exec/subreaper.rs).
     common.become_subreaper();
+    // With several reactors the chat's rooms and nicks are the daemon's:
+    // one hub, its lines put in order through every reactor's inbox.
+    let chat = Arc::new(if spread {
+        ChatHub::across(&config.chat, group.clone())
+    } else {
+        ChatHub::local(&config.chat)
+    });
     let siblings = Siblings {
         config: config.clone(),
         common: common.clone(),
@@ -142,8 +159,9 @@ fn serve(args: Args) -> Result<(), String> {
         trace: args.trace,
         slow_turn,
         group: group.clone(),
+        chat: chat.clone(),
     };
-    let shared = Shared::joined(config, &common);
+    let shared = Shared::joined(config, &common).with_chat(chat, 0);
     let mut reactor = Reactor::new(bound, shared, max_connections, args.trace)
         .map_err(|e| e.to_string())?
         .join(group, 0);
@@ -196,6 +214,8 @@ struct Siblings {
     /// `limits.slow_turn_ms`, which every reactor logs against.
     slow_turn: Duration,
     group: Arc<Group>,
+    /// The chat every reactor serves a part of.
+    chat: Arc<ChatHub>,
 }
 
 type ReactorThread = std::thread::JoinHandle<io::Result<()>>;
@@ -213,12 +233,13 @@ impl Siblings {
             let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
             let (config, group) = (self.config.clone(), self.group.clone());
             let common = self.common.clone();
+            let chat = self.chat.clone();
             let (max_connections, trace) = (self.max_connections, self.trace);
             let slow_turn = self.slow_turn;
             let thread = std::thread::Builder::new()
                 .name(format!("reactor-{index}"))
                 .spawn(move || {
-                    let shared = Shared::joined(config, &common);
+                    let shared = Shared::joined(config, &common).with_chat(chat, index);
                     let built = Reactor::new(bound, shared, max_connections, trace);
                     match built {
                         Ok(reactor) => {
@@ -274,32 +295,23 @@ fn reactor_count(reactors: Reactors) -> usize {
     }
 }
 
-/// Whether a service is served by every reactor. Every service but chat
-/// is: the state their connections share (the throttle, exec's key and
-/// running count, the files service's books) is the daemon's, in
-/// `services::Common`, and each reactor keeps only what is its own (exec's
-/// reaper for the programs its sessions started). Chat stays on the first
-/// reactor, which serves it exactly as a daemon with one reactor does: a
-/// room's lines would have to cross between reactors.
-fn spreads(service: ServiceId) -> bool {
-    !matches!(service, ServiceId::Chat)
-}
-
 /// Binds, for one more reactor, a second socket on the address of each
-/// spread service's TCP and UDP socket, with `SO_REUSEPORT`: the kernel
+/// TCP and UDP socket, with `SO_REUSEPORT`: every service is served by
+/// every reactor (what their connections share is the daemon's: the
+/// chat hub, and `services::Common`), and the kernel
 /// then hands each new connection (each datagram's flow, for UDP) to one
 /// of the sockets sharing the port.
 fn bind_siblings(first: &[Bound]) -> Result<Vec<Bound>, String> {
     let mut bound = Vec::new();
     for b in first {
         match b {
-            Bound::Stream(id, ListenSocket::Tcp(tcp)) if spreads(*id) => {
+            Bound::Stream(id, ListenSocket::Tcp(tcp)) => {
                 let addr = tcp.local_addr().map_err(|e| e.to_string())?;
                 let tcp = bind_tcp(addr, true)
                     .map_err(|e| format!("cannot listen for {id} on tcp {addr}: {e}"))?;
                 bound.push(Bound::Stream(*id, ListenSocket::Tcp(tcp)));
             }
-            Bound::Datagram(id, udp) if spreads(*id) => {
+            Bound::Datagram(id, udp) => {
                 let addr = udp.local_addr().map_err(|e| e.to_string())?;
                 let udp = bind_udp(addr, true)
                     .map_err(|e| format!("cannot listen for {id} on udp {addr}: {e}"))?;
@@ -395,7 +407,7 @@ fn bind_all(config: &Config, spread: bool) -> Result<(Vec<Bound>, Vec<Listening>
         let addr = config.listen_addr(id).map_err(|e| e.to_string())?;
         match addr {
             ListenAddr::Inet(addr) => {
-                let (tcp, udp) = bind_inet(id, addr, spread && spreads(id))?;
+                let (tcp, udp) = bind_inet(id, addr, spread)?;
                 let local = tcp.local_addr().map_err(|e| e.to_string())?;
                 listening.push(inet(id, "tcp", local));
                 bound.push(Bound::Stream(id, ListenSocket::Tcp(tcp)));
@@ -424,7 +436,7 @@ fn bind_all(config: &Config, spread: bool) -> Result<(Vec<Bound>, Vec<Listening>
                     let mut derived = config.clone();
                     derived.service_mut(id).listen = None;
                     if let Ok(ListenAddr::Inet(addr)) = derived.listen_addr(id) {
-                        let udp = bind_udp(addr, spread && spreads(id))
+                        let udp = bind_udp(addr, spread)
                             .map_err(|e| format!("cannot listen for {id} on udp {addr}: {e}"))?;
                         let local = udp.local_addr().map_err(|e| e.to_string())?;
                         listening.push(inet(id, "udp", local));

@@ -13,7 +13,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 
-use chat_support::Member;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chat_support::{Member, said_text, welcome_parts};
 use common::{Daemon, PATIENCE, read_to_end, wait_until};
 
 fn two_reactors(extra: &[&str]) -> Daemon {
@@ -155,17 +158,29 @@ fn a_service_limit_counts_connections_on_every_reactor() {
     assert!(wait_until(settled), "{}", stats(&d)["services"]["echo"]);
 }
 
+// ----- Chat over two reactors ------------------------------------------------
+
 #[test]
-fn chat_members_all_see_one_order_with_two_reactors() {
-    let d = two_reactors(&[]);
-    let mut members: Vec<Member> = (0..12).map(|_| Member::join(&d)).collect();
-    let last = members[11].nick.clone();
-    for m in &mut members[..11] {
-        m.skip_until(&format!("* {last} joined lobby"));
+fn four_members_on_both_reactors_bursting_at_once_give_everyone_one_order() {
+    let d = two_reactors(&["--trace"]);
+    let (mut members, on) = members_on_both(&d, 2);
+    // Two bursters on each reactor, so lines sequenced on both race. A
+    // poster that queued its line for its own reactor's members at once,
+    // and for the others through their inboxes, fails here: each
+    // reactor's members would hear their own reactor's bursts first.
+    let mut bursters: Vec<usize> = Vec::new();
+    for r in 0..2 {
+        bursters.extend(
+            on.iter()
+                .enumerate()
+                .filter(|(_, x)| **x == r)
+                .map(|(i, _)| i)
+                .take(2),
+        );
     }
-    for (i, m) in members.iter_mut().enumerate().take(4) {
-        let burst: String = (0..50).map(|k| format!("m{i} line {k}\n")).collect();
-        m.send_raw(burst.as_bytes());
+    for (k, &i) in bursters.iter().enumerate() {
+        let burst: String = (0..50).map(|n| format!("m{k} line {n}\n")).collect();
+        members[i].send_raw(burst.as_bytes());
     }
     let mut first: Option<Vec<String>> = None;
     for m in &mut members {
@@ -176,16 +191,232 @@ fn chat_members_all_see_one_order_with_two_reactors() {
         }
     }
     let first = first.unwrap();
-    for i in 0..4 {
+    for k in 0..4 {
         let mine: Vec<&String> = first
             .iter()
-            .filter(|l| l.contains(&format!(": m{i} line ")))
+            .filter(|l| l.contains(&format!(": m{k} line ")))
             .collect();
         assert_eq!(mine.len(), 50);
-        for (k, l) in mine.iter().enumerate() {
-            assert!(l.ends_with(&format!(": m{i} line {k}")), "{l}");
+        for (n, l) in mine.iter().enumerate() {
+            assert!(l.ends_with(&format!(": m{k} line {n}")), "{l}");
         }
     }
+}
+
+/// Which reactor accepted `m`, read from the `--trace` line of its accept
+/// (`trace 0.012345 r1 #13 chat 127.0.0.1:54321 accepted`).
+fn reactor_of(d: &Daemon, m: &Member) -> usize {
+    let needle = format!(" chat {} accepted", m.stream().local_addr().unwrap());
+    let mut found = None;
+    assert!(wait_until(|| {
+        found = d
+            .stderr()
+            .lines()
+            .find(|l| l.ends_with(&needle))
+            .and_then(|l| l.split(' ').nth(2)?.strip_prefix('r')?.parse().ok());
+        found.is_some()
+    }));
+    found.unwrap()
+}
+
+/// Members joining one after another until each of the two reactors hosts
+/// at least `each` (bounded: 64 joins leave a reactor without `each` with
+/// a chance far below 2^-50), each welcome checked to count every member
+/// of the daemon. Returns the members and the reactor of each.
+fn members_on_both(d: &Daemon, each: usize) -> (Vec<Member>, Vec<usize>) {
+    let (mut members, mut on) = (Vec::new(), Vec::new());
+    while (0..2).any(|r| on.iter().filter(|&&x| x == r).count() < each) {
+        assert!(members.len() < 64, "the kernel never used both: {on:?}");
+        let mut m = Member::connect(d);
+        let (nick, online) = welcome_parts(&m.line());
+        assert_eq!(online, members.len() + 1, "the welcome counts everyone");
+        m.nick = nick;
+        m.expect(&format!("* {} joined lobby", m.nick));
+        on.push(reactor_of(d, &m));
+        members.push(m);
+    }
+    // Everyone reads up to the last join, so what follows starts clean.
+    let last = members.last().unwrap().nick.clone();
+    for m in &mut members[..on.len() - 1] {
+        m.skip_until(&format!("* {last} joined lobby"));
+    }
+    (members, on)
+}
+
+#[test]
+fn chat_members_on_both_reactors_share_rooms_nicks_and_private_messages() {
+    let d = two_reactors(&["--trace"]);
+    let (mut members, on) = members_on_both(&d, 2);
+    let count = members.len();
+    // `/stats` agrees: both reactors hold chat connections (the admin
+    // connection asking is one more, on either).
+    assert!(
+        wait_until(|| {
+            let open = open_per_reactor(&d);
+            open.iter().sum::<u64>() == count as u64 + 1 && open.iter().all(|&n| n >= 2)
+        }),
+        "{:?}",
+        open_per_reactor(&d)
+    );
+    let a = on.iter().position(|&r| r == 0).unwrap();
+    let b = on.iter().position(|&r| r == 1).unwrap();
+
+    // `/who` and `/rooms` list the members of both reactors.
+    let mut everyone: Vec<String> = members.iter().map(|m| m.nick.clone()).collect();
+    everyone.sort();
+    for i in [a, b] {
+        members[i].send("/who");
+        members[i].expect(&format!("* in lobby: {}", everyone.join(" ")));
+        members[i].send("/rooms");
+        members[i].expect(&format!("* rooms: lobby({count})"));
+    }
+
+    // A nick taken on one reactor is refused on the other.
+    let (a_nick, b_nick) = (members[a].nick.clone(), members[b].nick.clone());
+    members[a].send("/nick ada");
+    for m in &mut members {
+        m.expect(&format!("* {a_nick} is now ada"));
+    }
+    members[b].send("/nick ada");
+    members[b].expect("! error: nick in use");
+
+    // `/msg` reaches a member on the other reactor, and the sender.
+    members[b].send("/msg ada across the reactors");
+    for i in [a, b] {
+        assert_eq!(
+            members[i].said(),
+            format!("{b_nick} -> ada: across the reactors")
+        );
+    }
+
+    // Join and leave notices reach a room's members whichever reactor
+    // they are on.
+    members[a].send("/join rust");
+    members[a].expect("* ada joined rust");
+    members[b].skip_until("* ada left lobby");
+    members[b].send("/join rust");
+    members[b].expect(&format!("* {b_nick} joined rust"));
+    members[a].expect(&format!("* {b_nick} joined rust"));
+    members[b].send("/quit");
+    members[b].expect("* bye");
+    members[a].expect(&format!("* {b_nick} left rust"));
+    members[a].send("/rooms");
+    members[a].expect(&format!("* rooms: lobby({}) rust(1)", count - 2));
+}
+#[test]
+fn a_member_that_never_reads_is_cut_alone_while_the_talker_is_on_the_other_reactor() {
+    let d = two_reactors(&["--trace", "--set", "chat.max_pending_output=262144"]);
+    // Roles by reactor: `slow` and the reader `a` on one, the reader `b`
+    // and the sender on the other, so the sender is paced by a member it
+    // cannot see directly. The extra members hang up first.
+    let (members, on) = members_on_both(&d, 2);
+    let on_reactor = |r: usize| {
+        on.iter()
+            .enumerate()
+            .filter(move |(_, x)| **x == r)
+            .map(|(i, _)| i)
+    };
+    let roles: Vec<usize> = on_reactor(0).take(2).chain(on_reactor(1).take(2)).collect();
+    let mut members: Vec<Option<Member>> = members.into_iter().map(Some).collect();
+    let mut role = |k: usize| members[roles[k]].take().unwrap();
+    let (slow, a, b, mut sender) = (role(0), role(1), role(2), role(3));
+    drop(members);
+    // Every departure is sequenced before the `/rooms` that counts four.
+    let mut settled = false;
+    for _ in 0..400 {
+        sender.send("/rooms");
+        let answer = loop {
+            let line = sender.line();
+            if line.starts_with("* rooms:") {
+                break line;
+            }
+        };
+        if answer == "* rooms: lobby(4)" {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "the extra members never left");
+    let slow_nick = slow.nick.clone();
+    let notice = format!("* {slow_nick} left lobby (too slow)");
+    let sender_nick = sender.nick.clone();
+    let done = format!("{sender_nick}: done");
+    sender.send("ready");
+    let ready = format!("{sender_nick}: ready");
+    let cut = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for (m, watch) in [(a, true), (b, false)] {
+        readers.push(collect_said(
+            m,
+            &ready,
+            &done,
+            watch.then(|| (notice.clone(), cut.clone())),
+        ));
+    }
+    let (s_reader, mut s_writer) = sender.split();
+    let mut s_member = Member::from_stream(s_reader.into_inner());
+    s_member.nick = sender_nick.clone();
+    readers.push(collect_said(s_member, &ready, &done, None));
+
+    // 1 KB lines until `slow` is cut off: its kernel buffers fill first,
+    // then its outbox reaches the limit, which holds the sender, on the
+    // other reactor, until the member is cut.
+    let pad = "p".repeat(1000);
+    let mut said = 0;
+    while !cut.load(Ordering::SeqCst) {
+        assert!(said < 50_000, "never cut off");
+        let batch: String = (said..said + 16)
+            .map(|i| format!("n {i} {pad}\n"))
+            .collect();
+        s_writer.write_all(batch.as_bytes()).unwrap();
+        said += 16;
+    }
+    s_writer.write_all(b"after\ndone\n").unwrap();
+    let seen: Vec<Vec<String>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for lines in &seen {
+        let numbered: Vec<&String> = lines.iter().filter(|l| l.contains(": n ")).collect();
+        assert_eq!(numbered.len(), said, "every line reached every reader");
+        for (i, l) in numbered.iter().enumerate() {
+            assert!(l.starts_with(&format!("{sender_nick}: n {i} ")), "{l}");
+        }
+        assert_eq!(lines.iter().filter(|l| **l == notice).count(), 1);
+        assert_eq!(lines.len(), said + 2, "the lines, `after` and the notice");
+    }
+    assert_eq!(seen[0], seen[1], "a and b saw one order");
+    assert_eq!(seen[0], seen[2], "the sender saw it too");
+    // The slow member's connection ends, and nobody else's did.
+    let mut slow = slow.split().0;
+    assert!(read_to_end(&mut slow).is_ok(), "ended with a FIN");
+}
+
+/// Reads `m`'s lines in a thread from the said line `from` (excluded) to
+/// the said line `until` (excluded); said lines are kept without their
+/// stamp, notices whole. When `watch` is given, raises its flag on seeing
+/// its line.
+fn collect_said(
+    mut m: Member,
+    from: &str,
+    until: &str,
+    watch: Option<(String, Arc<AtomicBool>)>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let (from, until) = (from.to_string(), until.to_string());
+    std::thread::spawn(move || {
+        let text = |line: &str| said_text(line).map_or(line.to_string(), str::to_string);
+        while text(&m.line()) != from {}
+        let mut lines = Vec::new();
+        loop {
+            let line = text(&m.line());
+            if line == until {
+                return lines;
+            }
+            if let Some((wanted, flag)) = &watch
+                && line == *wanted
+            {
+                flag.store(true, Ordering::SeqCst);
+            }
+            lines.push(line);
+        }
+    })
 }
 
 #[test]

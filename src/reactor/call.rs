@@ -1,11 +1,77 @@
 //! Calling sessions, and the mail they send each other.
 
+use std::time::Instant;
+
 use super::connection::Phase;
+use bytes::Bytes;
 use slab::Slab;
 
 use super::{CloseReason, Closing, Core, Cx, Reactor, Session, Source};
 
+/// What the services may do while draining their inbox
+/// ([`Services::drain_inbox`](super::Services::drain_inbox)): mail this
+/// reactor's connections, and look at how full their output is. It is
+/// [`Cx::send_to`] and [`Cx::pending_output_of`] without a connection of
+/// its own: the letters go through the same mailbox, delivered when the
+/// step ends, and are flushed by the step after it.
+pub struct Post<'a> {
+    mail: &'a mut Vec<(usize, u64, Bytes)>,
+    sources: &'a Slab<Source>,
+    timers: &'a mut super::timers::Timers,
+    now: Instant,
+}
+
+impl Post<'_> {
+    /// Queues a shared chunk for the connection `token`/`serial`; dropped
+    /// silently if it is gone or closing by the time the step ends.
+    pub fn send_to(&mut self, token: usize, serial: u64, bytes: Bytes) {
+        self.mail.push((token, serial, bytes));
+    }
+
+    /// Bytes queued for the connection `token`/`serial` and not yet taken
+    /// by the kernel (0 if it is gone).
+    pub fn pending_output_of(&self, token: usize, serial: u64) -> usize {
+        match self.sources.get(token) {
+            Some(Source::Conn(c)) if c.serial == serial => c.pending_output(),
+            _ => 0,
+        }
+    }
+
+    /// The time of this loop turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Calls the session on connection `token`/`serial` back (`on_timer`)
+    /// at the start of the next turn, for an answer it waits for that
+    /// another thread brought (a chat nick's claim); nothing if the
+    /// connection is gone by then.
+    pub fn wake(&mut self, token: usize, serial: u64) {
+        self.timers
+            .schedule(self.now, token, serial, super::timers::Wake::Session);
+    }
+}
+
 impl Reactor {
+    /// Step 6 of a turn: the services drain what other threads left in
+    /// their inboxes (`Services::drain_inbox`), and the letters that makes
+    /// are delivered, so the next step flushes them. It runs every turn:
+    /// a reactor that left something in its own inbox during this turn
+    /// (a chat line said here, sequenced with the other reactors' lines)
+    /// delivers it now without ringing itself; an empty inbox costs one
+    /// look.
+    pub(super) fn drain_inboxes(&mut self) {
+        let core = &mut self.core;
+        let mut post = Post {
+            mail: &mut core.mail,
+            sources: &self.sources,
+            timers: &mut core.timers,
+            now: core.now,
+        };
+        core.shared.drain_inbox(&mut post);
+        self.deliver_mail();
+    }
+
     /// Step 7 of a turn: connections that other connections gave output
     /// to (a chat line for a room) are flushed, once each, however many
     /// letters they got.

@@ -195,6 +195,21 @@ impl Cx<'_> {
         }
     }
 
+    /// Announces `n` letters this callback caused that will be delivered
+    /// later, not through [`Cx::send_to`] (a chat line left in the
+    /// reactors' inboxes, which their drain step fans out). The turn's
+    /// letter budget counts them, so a burst of newcomers to a big room
+    /// is accepted over several turns however the lines travel.
+    pub fn owe_letters(&mut self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match &mut self.back {
+            Back::Reactor { core, .. } => core.turn.owed = core.turn.owed.saturating_add(n),
+            // A test has no turn budget.
+            #[cfg(test)]
+            Back::Test { .. } => {}
+        }
+    }
+
     /// Ends the connection after the pending output is flushed (FIN, not RST).
     pub fn close(&mut self) {
         self.close.get_or_insert(Closing::Graceful);

@@ -21,7 +21,7 @@ use super::{CloseReason, LINGER, MAIL_PER_TURN, Reactor, SHUTDOWN_POLL, Source, 
 use super::trace::trace;
 
 impl Reactor {
-    /// Steps 1 and 2 of a turn: sleeps in `poll()` until an event arrives
+    /// Step 1 of a turn: sleeps in `poll()` until an event arrives
     /// or the earliest deadline is due, then reads the clock once for the
     /// whole turn. Returns false when a signal cut the wait short.
     pub(super) fn wait(&mut self) -> io::Result<bool> {
@@ -80,7 +80,7 @@ impl Reactor {
         timeout
     }
 
-    /// Step 3: work left from the last turn goes first. Tokens requeued
+    /// Step 2: work left from the last turn goes first. Tokens requeued
     /// during this step wait for the next turn, behind the others.
     /// Like events, it stops once the turn's letters are spent: what is
     /// left stays queued, in order, for the next turn.
@@ -97,7 +97,7 @@ impl Reactor {
         }
     }
 
-    /// Step 4: this turn's events, in the order the kernel gave them.
+    /// Step 3: this turn's events, in the order the kernel gave them.
     ///
     /// Each event is first noted on its source (edge-triggered readiness
     /// comes once and must be remembered), then acted on. Once the turn
@@ -123,14 +123,16 @@ impl Reactor {
     }
 
     /// Whether this turn has delivered its share of letters (those still
-    /// waiting in `mail` count too): past it, the loop stops taking on new
+    /// waiting in `mail` count too, and so do those a callback announced
+    /// for later, `TurnTally::owed`): past it, the loop stops taking on new
     /// work that may fan out (events, the ready queue, accepting), and
     /// comes back to it in the next turn.
     pub(super) fn letters_spent(&self) -> bool {
-        self.core.turn.letters as usize + self.core.mail.len() >= MAIL_PER_TURN as usize
+        let turn = &self.core.turn;
+        turn.letters as usize + turn.owed as usize + self.core.mail.len() >= MAIL_PER_TURN as usize
     }
 
-    /// Step 5: the wake-ups that are due.
+    /// Step 4: the wake-ups that are due.
     pub(super) fn fire_timers(&mut self) {
         while let Some((key, serial, wake)) = self.core.timers.pop_due(self.core.now) {
             self.core.turn.timers += 1;
@@ -139,18 +141,10 @@ impl Reactor {
         }
     }
 
-    /// Step 6: state the services share gets its turn without any
+    /// Step 5: state the services share gets its turn without any
     /// connection's event (the exec reaper signals and reaps children whose
     /// connection is gone), and says when it next wants one.
     pub(super) fn poll_services(&mut self) {
-        let core = &mut self.core;
-        core.shared.deliver(&mut super::Post {
-            mail: &mut core.mail,
-            timers: &mut core.timers,
-            now: core.now,
-            wall: core.wall,
-        });
-        self.deliver_mail();
         self.core.shared_wake = self.core.shared.poll(self.core.now);
     }
 

@@ -45,9 +45,21 @@
 //! With one reactor (the default, and the shape the guide teaches) the
 //! group is the same code with nobody to contend with: no extra thread, no
 //! `SO_REUSEPORT`.
+//!
+//! # Waking another reactor
+//!
+//! A reactor asleep in `poll()` hears only its own sockets. Services whose
+//! state spans reactors (chat rooms) leave work for another reactor in an
+//! inbox of their own and then ring it with [`Group::wake`], which pokes
+//! that reactor's [`mio::Waker`] (the one its helper pool uses too). The
+//! woken reactor runs a turn, and every turn gives its services a step to
+//! drain what was left for them (`Services::drain_inbox`). The group only
+//! hands out the bell: what the inbox holds, and when it is worth ringing
+//! (once when it goes from empty to not empty, not per item), is the
+//! service's business.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use std::net::IpAddr;
 
@@ -72,6 +84,9 @@ pub struct Group {
     /// Connections open per client over every reactor, each counted under
     /// its reactor and token (see `client_key`).
     per_ip: Mutex<PerIp>,
+    /// Each reactor's waker, by index, set once when the reactor joins
+    /// (`Reactor::join`); [`Group::wake`] rings it.
+    wakers: Box<[OnceLock<Arc<mio::Waker>>]>,
 }
 
 impl Group {
@@ -85,6 +100,26 @@ impl Group {
             published: (0..reactors.max(1)).map(|_| Mutex::new(None)).collect(),
             per_ip_limit,
             per_ip: Mutex::new(PerIp::new(per_ip_limit)),
+            wakers: (0..reactors.max(1)).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Wakes reactor `index` from its `poll()`, so it runs a turn and its
+    /// services drain their inboxes. A reactor that has not joined yet has
+    /// no bell; it drains at its first turn anyway. Costs a syscall (an
+    /// `eventfd` write), so a caller rings once per batch, not per item.
+    pub fn wake(&self, index: usize) {
+        if let Some(waker) = self.wakers.get(index).and_then(OnceLock::get)
+            && let Err(e) = waker.wake()
+        {
+            log::warn!("cannot wake reactor {index}: {e}");
+        }
+    }
+
+    /// Records reactor `index`'s waker (called by `Reactor::join`).
+    pub(super) fn set_waker(&self, index: usize, waker: Arc<mio::Waker>) {
+        if let Some(slot) = self.wakers.get(index) {
+            let _ = slot.set(waker);
         }
     }
 

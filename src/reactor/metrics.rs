@@ -219,6 +219,12 @@ pub struct TurnTally {
     /// of N is N letters). Accepting stops for the turn past
     /// `MAIL_PER_TURN`, so joins to a big room spread over turns.
     pub letters: u32,
+    /// Letters callbacks announced for later ([`Cx::owe_letters`]: a chat
+    /// line left in the reactors' inboxes, delivered by their drain step),
+    /// which accepting counts with `letters`.
+    ///
+    /// [`Cx::owe_letters`]: super::Cx::owe_letters
+    pub owed: u32,
     /// Each service's byte counters when the turn began; the turn's bytes
     /// are the difference, worked out only for a slow turn.
     bytes_at_start: [(u64, u64); ServiceId::ALL.len()],
@@ -231,6 +237,7 @@ impl TurnTally {
         self.timers = 0;
         self.jobs = 0;
         self.letters = 0;
+        self.owed = 0;
         for (at, c) in self.bytes_at_start.iter_mut().zip(&metrics.services) {
             *at = (c.bytes_received, c.bytes_sent);
         }

@@ -92,14 +92,16 @@
 //! 2. `serve_ready_queue`: work left from the last turn goes first;
 //! 3. `dispatch_events`: this turn's events;
 //! 4. `fire_timers`: the wake-ups that are due;
-//! 5. `poll_services`: state the services share gets its turn: it hands
-//!    out what its own threads left for connections (post.rs), tends to
-//!    itself (the exec reaper), and says when it next wants a turn;
-//! 6. `flush_mailed`: connections that others gave output to (a chat
+//! 5. `poll_services`: state the services share gets its turn (the exec
+//!    reaper), and says when it next wants one;
+//! 6. `drain_inboxes`: what other threads left for the services (a chat
+//!    line said on another reactor) is delivered, in the order it was
+//!    left ([`Post`], `Services::drain_inbox`);
+//! 7. `flush_mailed`: connections that others gave output to (a chat
 //!    broadcast) are flushed;
-//! 7. `free_dead`: the connections that closed during the turn leave the
+//! 8. `free_dead`: the connections that closed during the turn leave the
 //!    slab;
-//! 8. `end_turn` and `shutdown_finished`: the turn's figures, and whether a
+//! 9. `end_turn` and `shutdown_finished`: the turn's figures, and whether a
 //!    shutdown under way is complete.
 //!
 //! # Where the rest lives
@@ -156,6 +158,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::service_id::ServiceId;
+pub use call::Post;
 use connection::Connection;
 pub use group::Group;
 pub use listener::ListenSocket;
@@ -164,7 +167,7 @@ pub use metrics::Metrics;
 pub use outbox::Outbox;
 pub use pool::{Job, JobError, JobOutput, QueueFull};
 use pool::{POOL_THREADS, Pool};
-pub use post::{Nudge, Post};
+pub use post::Nudge;
 pub use session::{CloseReason, ServiceLimits, Services, Session, SourceEvent};
 use timers::Timers;
 use trace::Tracer;
@@ -441,6 +444,7 @@ impl Reactor {
             self.dispatch_events();
             self.fire_timers();
             self.poll_services();
+            self.drain_inboxes();
             self.flush_mailed();
             self.free_dead();
             self.end_turn();
@@ -458,6 +462,7 @@ impl Reactor {
         if group.reactors() > 1 {
             self.core.trace = self.core.trace.naming(index);
         }
+        group.set_waker(index, self.core.pool.waker());
         self.core.group = group;
         self.core.index = index;
         self

@@ -267,6 +267,12 @@ impl Pool {
         }
     }
 
+    /// The loop's waker, which the group hands out to other threads
+    /// (`Group::wake`).
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.shared.waker)
+    }
+
     /// Whether a job submitted now would be accepted.
     pub fn has_room(&self) -> bool {
         self.shared.lock().waiting_jobs < QUEUE_CAPACITY

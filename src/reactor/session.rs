@@ -207,10 +207,12 @@ pub trait Services: Any {
         let _ = nudge;
     }
 
-    /// Called once per loop turn, before [`Services::poll`], to hand out
-    /// what the services' own threads left for connections: letters and
-    /// wake-ups, through `post`. The default has nothing to hand out.
-    fn deliver(&mut self, post: &mut Post<'_>) {
+    /// Called once per loop turn, after [`Services::poll`]: delivers what
+    /// other threads left in the services' own inboxes (a chat line said
+    /// on another reactor) to this reactor's connections, through `post`.
+    /// Those threads wake the reactor with `Group::wake` when they leave
+    /// something. The default has no inbox.
+    fn drain_inbox(&mut self, post: &mut Post<'_>) {
         let _ = post;
     }
 }

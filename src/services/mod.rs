@@ -36,15 +36,16 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::auth::SharedThrottle;
 use crate::config::Config;
 pub use crate::reactor::{CloseReason, Cx, Session, SourceEvent};
-use crate::reactor::{ServiceLimits, Services};
+use crate::reactor::{Post, ServiceLimits, Services};
 pub use crate::service_id::{ServiceId, rejection};
 
 /// State the services share across connections, owned by the reactor and
 /// reached through [`Cx::shared`]. Each service keeps its part in a field.
 pub struct Shared {
     pub config: Config,
-    /// Chat members, nicks and rooms.
-    pub chat: chat::Rooms,
+    /// This reactor's part of the chat, and through it the daemon's
+    /// members, nicks and rooms (`chat::Hub`).
+    pub chat: chat::Hosted,
     /// Failed handshakes per client address, the daemon's one table; exec
     /// and files count into it, so a client cannot try twice as often by
     /// using both, nor by landing on several reactors.
@@ -116,7 +117,7 @@ impl Shared {
     /// nothing: what comes from disk is in `common` already.
     pub fn joined(config: Config, common: &Common) -> Shared {
         Shared {
-            chat: chat::Rooms::new(&config.chat),
+            chat: chat::Hosted::new(Arc::new(chat::Hub::local(&config.chat)), 0),
             throttle: Arc::clone(&common.throttle),
             exec: exec::ExecShared::joined(Arc::clone(&common.exec)),
             files: Arc::clone(&common.files),
@@ -125,6 +126,14 @@ impl Shared {
             chat_cluster_taken: Arc::clone(&common.chat_cluster_taken),
             config,
         }
+    }
+
+    /// Makes this reactor's chat the `index`th part of the chat held in
+    /// `hub`, which the daemon's reactors share (with one reactor the
+    /// chat built by [`Shared::new`] is already whole).
+    pub fn with_chat(mut self, hub: Arc<chat::Hub>, index: usize) -> Shared {
+        self.chat = chat::Hosted::new(hub, index);
+        self
     }
 
     /// Called once per loop turn with the turn's time, for state that
@@ -207,9 +216,10 @@ impl Services for Shared {
         }
     }
 
-    fn deliver(&mut self, post: &mut crate::reactor::Post<'_>) {
+    fn drain_inbox(&mut self, post: &mut Post<'_>) {
+        self.chat.drain(post);
         if let Some(cluster) = &mut self.chat_cluster {
-            cluster.deliver(&self.chat, post);
+            cluster.deliver(self.chat.hub(), post);
         }
     }
 }
@@ -234,7 +244,10 @@ pub fn open_session(service: ServiceId, shared: &mut Shared) -> Box<dyn Session>
         ServiceId::Chargen => Box::new(chargen::Session::default()),
         ServiceId::Daytime => Box::new(daytime::Session),
         ServiceId::Admin => Box::new(admin::Session::default()),
-        ServiceId::Chat => Box::new(chat::Session::new(shared.config.chat.max_line)),
+        ServiceId::Chat => Box::new(chat::Session::new(
+            shared.config.chat.max_line,
+            shared.chat.hub().clone(),
+        )),
         ServiceId::Exec => Box::new(exec::Session::new(shared.config.frames.max_header)),
         ServiceId::Files => Box::new(files::Session::new(shared.config.frames.max_header)),
     }

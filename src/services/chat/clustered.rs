@@ -27,8 +27,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::cluster::{CLAIM_TIMEOUT, Claim, wire::Body};
+use super::fanout::tell;
 use super::{
-    ChatError, Member, MemberId, Presence, Renamed, Session, broadcast, notice, reply_error,
+    Change, ChatError, Hub, Member, MemberId, Presence, Renamed, Rooms, Sequencer, Session, notice,
+    reply_error,
 };
 use crate::services::Cx;
 
@@ -58,44 +60,72 @@ pub(super) enum Claiming {
 }
 
 impl Session {
-    /// Acts on a claim's answer, or its fallback once the wait is over
-    /// (clustered.rs), and lets the held input flow again.
+    /// Acts on a claim's answer, or its fallback once the wait is over,
+    /// and lets the held input flow again.
     pub(super) fn settle(&mut self, pending: Pending, cx: &mut Cx<'_>) {
         let Some(outcome) = answer(cx, &pending) else {
             return; // A stale wake-up: still waiting.
         };
-        let me = MemberId::of(cx);
         self.presence = Presence::Present;
         match pending.what {
-            Claiming::Arrival => {
-                let arrived = match outcome {
-                    Claim::Granted(nick) => {
-                        let arrived = cx.shared().chat.arrive_as(me, nick.clone());
-                        if arrived.is_err() {
-                            release(cx, &nick);
-                        }
-                        arrived
-                    }
-                    Claim::Taken | Claim::Unavailable(_) => cx.shared().chat.arrive(me),
-                };
-                self.welcome(arrived, cx);
-            }
-            Claiming::Rename { to } => {
-                let Some(Member { nick, room }) = cx.shared().chat.member(me).cloned() else {
-                    return;
-                };
-                match outcome {
-                    Claim::Granted(_) => {
-                        rename(cx, &nick, &room, &to, true);
-                    }
-                    Claim::Taken => refuse_taken(cx),
-                    Claim::Unavailable(_) => {
-                        rename(cx, &nick, &room, &to, false);
+            Claiming::Arrival => match outcome {
+                Claim::Granted(nick) => {
+                    if !self.welcome(Some(nick.clone()), cx) {
+                        release(cx, &nick);
                     }
                 }
-            }
+                Claim::Taken | Claim::Unavailable(_) => {
+                    self.welcome(None, cx);
+                }
+            },
+            Claiming::Rename { to } => match outcome {
+                Claim::Granted(_) => {
+                    self.rename(cx, &to, true);
+                }
+                Claim::Taken => refuse_taken(cx),
+                Claim::Unavailable(_) => {
+                    self.rename(cx, &to, false);
+                }
+            },
         }
         cx.hold_input(false);
+    }
+
+    /// Renames the member to `new`, whose claim (if any) is settled, and
+    /// tells the room. `claimed` says whether the cluster granted `new`,
+    /// so it is given back if the rename fails here (unless a member here
+    /// holds it: two members of this daemon may both have been granted it,
+    /// since a claim this daemon already holds counts as won).
+    pub(super) fn rename(&mut self, cx: &mut Cx<'_>, new: &str, claimed: bool) -> usize {
+        let me = MemberId::of(cx);
+        let posted = &mut self.posted;
+        self.hub.locked(|dir, seq| {
+            let Some(Member { nick, room }) = dir.member(me).cloned() else {
+                return 0;
+            };
+            match dir.rename(me, new) {
+                Ok(Renamed::Unchanged) => {
+                    cx.write_shared(notice(format_args!("{nick} is now {nick}")));
+                    1
+                }
+                Ok(Renamed::From { old }) => {
+                    release(cx, &old);
+                    let line = Some(notice(format_args!("{old} is now {new}")));
+                    let said = Said::Renamed {
+                        old: &old,
+                        nick: new,
+                    };
+                    say(cx, seq, dir, &room, Change::None, line, posted, said)
+                }
+                Err(e) => {
+                    if claimed && dir.find(new).is_none() {
+                        release(cx, new);
+                    }
+                    reply_error(cx, e);
+                    1
+                }
+            }
+        })
     }
 }
 
@@ -116,12 +146,24 @@ pub(super) fn has_room(cx: &mut Cx<'_>) -> bool {
     }
 }
 
-/// Says `line` to `room`: published when the chat is shared (and so
-/// delivered here when it comes back, in Redis's order), else delivered at
-/// once. Returns the letters queued here (1 for a publish).
-pub(super) fn tell_room(cx: &mut Cx<'_>, room: &str, line: Bytes, said: Said<'_>) -> usize {
-    if let Some(cluster) = cx.shared().chat_cluster.as_mut().filter(|c| c.is_shared()) {
-        let text = String::from_utf8_lossy(&line).into_owned();
+/// Says `line` to `room` with the membership `change` it carries:
+/// published when the chat is shared (and so delivered here when it comes
+/// back, in Redis's order), else told as chat always does (fanout.rs).
+/// Returns the letters queued here (1 for a publish).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn say(
+    cx: &mut Cx<'_>,
+    seq: &Sequencer,
+    dir: &Rooms,
+    room: &str,
+    change: Change,
+    line: Option<Bytes>,
+    posted: &mut usize,
+    said: Said<'_>,
+) -> usize {
+    let shared = cx.shared().chat_cluster.as_mut().filter(|c| c.is_shared());
+    if let (Some(cluster), Some(text)) = (shared, &line) {
+        let text = String::from_utf8_lossy(text).into_owned();
         let room = room.to_string();
         let body = match said {
             Said::Line => Body::Say { room, line: text },
@@ -146,11 +188,11 @@ pub(super) fn tell_room(cx: &mut Cx<'_>, room: &str, line: Bytes, said: Said<'_>
         match cluster.publish(body) {
             Ok(()) => return 1,
             // Only a notice can get here (lines wait for room, `has_room`):
-            // it is delivered here rather than lost.
+            // it is told here rather than lost.
             Err(_) => log::debug!("chat cluster: queue full, a notice to {room} stays local"),
         }
     }
-    broadcast(cx, room, line)
+    tell(cx, seq, dir, room, change, line, posted)
 }
 
 /// Sends a claim for `member`: `nick`, or a fresh guest nick. Returns the
@@ -213,62 +255,29 @@ pub(super) fn held_elsewhere(cx: &mut Cx<'_>, nick: &str) -> bool {
         .is_some_and(|c| c.is_shared() && c.view().find(nick).is_some())
 }
 
-/// Renames the member to `new`, whose claim (if any) is settled; tells the
-/// room. `claimed` says whether the cluster granted `new`, so it is given
-/// back if the rename fails here.
-pub(super) fn rename(cx: &mut Cx<'_>, nick: &str, room: &str, new: &str, claimed: bool) -> usize {
-    let me = MemberId::of(cx);
-    match cx.shared().chat.rename(me, new) {
-        Ok(Renamed::Unchanged) => {
-            cx.write_shared(notice(format_args!("{nick} is now {nick}")));
-            1
-        }
-        Ok(Renamed::From { old }) => {
-            release(cx, &old);
-            let line = notice(format_args!("{old} is now {new}"));
-            tell_room(
-                cx,
-                room,
-                line,
-                Said::Renamed {
-                    old: &old,
-                    nick: new,
-                },
-            )
-        }
-        Err(e) => {
-            // Given back unless a member here holds it: two members of this
-            // daemon may both have been granted it (a claim this daemon
-            // already holds counts as won).
-            if claimed && cx.shared().chat.find(new).is_none() {
-                release(cx, new);
-            }
-            reply_error(cx, e);
-            1
-        }
-    }
-}
-
 /// The nicks in `room` over the cluster, sorted in byte order.
-pub(super) fn who(cx: &mut Cx<'_>, room: &str) -> String {
-    let shared = cx.shared();
-    let mut nicks: Vec<&str> = shared.chat.who(room);
-    if let Some(c) = shared.chat_cluster.as_ref().filter(|c| c.is_shared()) {
-        nicks.extend(c.view().who(room));
+pub(super) fn who(cx: &mut Cx<'_>, hub: &Hub, room: &str) -> String {
+    let mut nicks: Vec<String> = hub
+        .directory()
+        .who(room)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if let Some(c) = cx.shared().chat_cluster.as_ref().filter(|c| c.is_shared()) {
+        nicks.extend(c.view().who(room).map(str::to_string));
     }
     nicks.sort_unstable();
     nicks.join(" ")
 }
 
 /// Every room over the cluster with its member count, sorted by name.
-pub(super) fn listing(cx: &mut Cx<'_>) -> BTreeMap<String, usize> {
-    let shared = cx.shared();
-    let mut rooms: BTreeMap<String, usize> = shared
-        .chat
+pub(super) fn listing(cx: &mut Cx<'_>, hub: &Hub) -> BTreeMap<String, usize> {
+    let mut rooms: BTreeMap<String, usize> = hub
+        .directory()
         .listing()
         .map(|(name, n)| (name.to_string(), n))
         .collect();
-    if let Some(c) = shared.chat_cluster.as_ref().filter(|c| c.is_shared()) {
+    if let Some(c) = cx.shared().chat_cluster.as_ref().filter(|c| c.is_shared()) {
         for (name, n) in c.view().counts() {
             *rooms.entry(name.to_string()).or_insert(0) += n;
         }

@@ -86,6 +86,18 @@
 //! queued to all of them before the next line is formatted, so every member
 //! of a room sees the room's lines in the same order.
 //!
+//! # Across reactors
+//!
+//! With `reactors = N` chat connections are spread over N loops, and the
+//! rooms, nicks and member count stay the daemon's (PROTOCOL.md §8). The
+//! directory then lives behind one lock in the [`Hub`], and a line is not
+//! queued by its poster but pushed, under that lock, into the inbox of
+//! every reactor hosting its room (its own included); each reactor queues
+//! it for its own members when it drains its inbox. That is what keeps
+//! one order per room; hub.rs explains it, with what it costs per line,
+//! and the seam for lines put in order outside this daemon. With one
+//! reactor the poster fans out itself, as described above.
+//!
 //! # Slow consumers
 //!
 //! A member is too slow when it does not read: its unsent output reached
@@ -110,7 +122,10 @@
 //! works out the room's *headroom*, how much more every member can be given
 //! before the fullest one reaches the limit, and serves lines only while
 //! its own output (it hears every line it says) has grown by less than
-//! that. A room at the limit is *congested*: the rest of the input stays
+//! that. (With several reactors its own copy arrives only when its reactor
+//! drains its inbox, so the bytes it posted are counted instead, and the
+//! members on other reactors count by the figures those reactors publish:
+//! hub.rs, "Pacing across reactors".) A room at the limit is *congested*: the rest of the input stays
 //! with the reactor, the session holds its input (`Cx::hold_input`), so
 //! nothing more is read from the sender and TCP slows it down, and after
 //! [`CONGESTION_RETRY`] (`on_timer`) the held lines are offered again. A
@@ -181,28 +196,35 @@
 //!
 //! # Where the parts live
 //!
-//! This file is the session: its state machine, fan-out and departures.
-//! The rest is in files named for what they hold: `line.rs` cuts the byte
-//! stream into lines, `commands.rs` says what a line means (and the errors
-//! a line can earn), and `rooms.rs` is the state every chat session shares.
+//! This file is the session: its state machine, its commands and
+//! departures. The rest is in files named for what they hold: `line.rs`
+//! cuts the byte stream into lines, `commands.rs` says what a line means
+//! (and the errors a line can earn), `fanout.rs` how a line reaches its
+//! room and how much a callback may say, `rooms.rs` is the directory every
+//! chat session shares, and `hub.rs` where it lives and where a room's
+//! lines are put in order.
 
 pub mod cluster;
 mod clustered;
 mod commands;
+mod fanout;
+mod hub;
 mod line;
 mod rooms;
 #[cfg(test)]
 mod session_tests;
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use super::{CloseReason, Cx, clock};
 pub use cluster::Cluster;
-use clustered::{Claiming, Pending, Said, tell_room};
+use clustered::{Claiming, Pending, Said, say};
 pub use commands::{ChatError, Command, is_valid_name, parse};
+pub use hub::{Change, Hosted, Hub, Inboxes, Posted, Sequencer};
 pub use line::{Framed, LineSplitter};
 pub use rooms::{ChatRoom, Member, MemberId, Moved, Renamed, Rooms};
 
@@ -238,6 +260,15 @@ const HELP: &[&str] = &[
 pub struct Session {
     lines: LineSplitter,
     presence: Presence,
+    /// The daemon's chat state (the reactor's `Hosted` holds the same),
+    /// kept here so a callback can lock the directory while it queues
+    /// output through its `Cx`.
+    hub: Arc<Hub>,
+    /// Bytes this callback said to its room through the reactors'
+    /// inboxes. They reach our own output only when our reactor drains
+    /// its inbox, after the callback, so they are counted here against the
+    /// room's headroom (see "Bursts"). Always 0 with one reactor.
+    posted: usize,
 }
 
 /// Where the client stands in the chat.
@@ -288,10 +319,13 @@ enum Stop {
 }
 
 impl Session {
-    pub fn new(max_line: usize) -> Session {
+    /// A session of the chat held in `hub`.
+    pub fn new(max_line: usize, hub: Arc<Hub>) -> Session {
         Session {
             lines: LineSplitter::new(max_line),
             presence: Presence::Arriving,
+            hub,
+            posted: 0,
         }
     }
 
@@ -303,7 +337,8 @@ impl Session {
         // Every line said to the room reaches us too, so what our own
         // output grows by is what each member's grows by (see "Bursts").
         let start = cx.pending_output();
-        let headroom = room_headroom(cx);
+        self.posted = 0;
+        let headroom = self.room_headroom(cx);
         loop {
             match self.presence {
                 Presence::Present => {}
@@ -312,7 +347,8 @@ impl Session {
             }
             let rest = &input[consumed..];
             let complete = memchr(b'\n', rest).is_some();
-            if complete && cx.pending_output().saturating_sub(start) >= headroom {
+            let grown = cx.pending_output().saturating_sub(start) + self.posted;
+            if complete && grown >= headroom {
                 return (consumed, Stop::Congested);
             }
             if complete && !clustered::has_room(cx) {
@@ -330,7 +366,7 @@ impl Session {
                     spent += 1;
                 }
                 Framed::Line(line) => {
-                    if addressee_is_full(line, cx) {
+                    if self.addressee_is_full(line, cx) {
                         // Not taken: the line is served again later.
                         return (consumed, Stop::Congested);
                     }
@@ -351,7 +387,7 @@ impl Session {
             return 1;
         };
         let me = MemberId::of(cx);
-        let Some(Member { nick, room }) = cx.shared().chat.member(me).cloned() else {
+        let Some(Member { nick, room }) = self.hub.directory().member(me).cloned() else {
             return 0;
         };
         let command = match parse(line) {
@@ -361,6 +397,7 @@ impl Session {
                 return 1;
             }
         };
+        let posted = &mut self.posted;
         match command {
             Command::Say(text) => {
                 let stamp = clock::datetime(cx.wall_time());
@@ -371,12 +408,15 @@ impl Session {
                 said.extend_from_slice(b": ");
                 said.extend_from_slice(text.as_bytes());
                 said.extend_from_slice(b"\n");
-                tell_room(cx, &room, said.freeze(), Said::Line)
+                let said = Some(said.freeze());
+                self.hub.locked(|dir, seq| {
+                    say(cx, seq, dir, &room, Change::None, said, posted, Said::Line)
+                })
             }
             Command::Nick(new) => {
-                let taken_here = cx.shared().chat.find(new).is_some_and(|id| id != me);
+                let taken_here = self.hub.directory().find(new).is_some_and(|id| id != me);
                 if new == nick || taken_here || !clustered::is_shared(cx) {
-                    return clustered::rename(cx, &nick, &room, new, false);
+                    return self.rename(cx, new, false);
                 }
                 if clustered::held_elsewhere(cx, new) {
                     clustered::refuse_taken(cx);
@@ -390,27 +430,28 @@ impl Session {
                         self.presence = Presence::Claiming(pending);
                         1
                     }
-                    None => clustered::rename(cx, &nick, &room, new, false),
+                    None => self.rename(cx, new, false),
                 }
             }
-            Command::Join(to) => match cx.shared().chat.join(me, to) {
+            Command::Join(to) => self.hub.locked(|dir, seq| match dir.join(me, to) {
                 Ok(Moved::Stayed) => {
                     cx.write_shared(notice(format_args!("{nick} joined {to}")));
                     1
                 }
                 Ok(Moved::From { from }) => {
-                    let left = notice(format_args!("{nick} left {from}"));
-                    let joined = notice(format_args!("{nick} joined {to}"));
-                    tell_room(cx, &from, left, Said::Left { nick: &nick })
-                        + tell_room(cx, to, joined, Said::Joined { nick: &nick })
+                    let left = Some(notice(format_args!("{nick} left {from}")));
+                    let joined = Some(notice(format_args!("{nick} joined {to}")));
+                    let (l, j) = (Said::Left { nick: &nick }, Said::Joined { nick: &nick });
+                    say(cx, seq, dir, &from, Change::Left(me), left, posted, l)
+                        + say(cx, seq, dir, to, Change::Joined(me), joined, posted, j)
                 }
                 Err(e) => {
                     reply_error(cx, e);
                     1
                 }
-            },
+            }),
             Command::Who => {
-                let who = clustered::who(cx, &room);
+                let who = clustered::who(cx, &self.hub, &room);
                 cx.write_with(|out| {
                     let _ = writeln!(out, "* in {room}: {who}");
                 });
@@ -418,7 +459,7 @@ impl Session {
             }
             Command::Rooms => {
                 let mut listing = String::from("* rooms:");
-                for (name, count) in clustered::listing(cx) {
+                for (name, count) in clustered::listing(cx, &self.hub) {
                     let _ = write!(listing, " {name}({count})");
                 }
                 listing.push('\n');
@@ -428,7 +469,8 @@ impl Session {
             Command::Msg { to, text } => {
                 let stamp = clock::datetime(cx.wall_time());
                 let line = Bytes::from(format!("{stamp} {nick} -> {to}: {text}\n"));
-                let Some(to_id) = cx.shared().chat.find(to) else {
+                let found = self.hub.directory().find(to);
+                let Some(to_id) = found else {
                     if clustered::msg_elsewhere(cx, to, &line) {
                         cx.write_shared(line);
                         return 1;
@@ -436,8 +478,13 @@ impl Session {
                     reply_error(cx, ChatError::NoSuchNick);
                     return 1;
                 };
-                if to_id != me {
+                if to_id == me {
+                    // Said to oneself: delivered once, below.
+                } else if to_id.reactor == me.reactor {
                     cx.send_to(to_id.token, to_id.serial, line.clone());
+                } else if let Sequencer::Inboxes(inboxes) = self.hub.sequencer() {
+                    inboxes.post_to(to_id, line.clone());
+                    inboxes.ring();
                 }
                 cx.write_shared(line);
                 2
@@ -470,19 +517,27 @@ impl Session {
             Presence::Arriving | Presence::Gone => return,
         }
         let me = MemberId::of(cx);
-        let Some(Member { nick, room }) = cx.shared().chat.depart(me) else {
-            return;
-        };
         let why = match how {
-            Departure::Quit | Departure::Disconnected => "",
-            Departure::Idle => " (idle)",
-            Departure::TooSlow => " (too slow)",
-            Departure::Shutdown => return,
+            Departure::Quit | Departure::Disconnected => Some(""),
+            Departure::Idle => Some(" (idle)"),
+            Departure::TooSlow => Some(" (too slow)"),
+            // Nobody is told, but with several reactors the member's own
+            // still hears `Left`, to forget it.
+            Departure::Shutdown => None,
         };
-        clustered::release(cx, &nick);
-        // The member is out of the room already, so this reaches the others.
-        let line = notice(format_args!("{nick} left {room}{why}"));
-        tell_room(cx, &room, line, Said::Left { nick: &nick });
+        let posted = &mut self.posted;
+        let left = self.hub.locked(|dir, seq| {
+            let Member { nick, room } = dir.depart(me)?;
+            clustered::release(cx, &nick);
+            // The member is out of the room already, so this reaches the others.
+            let line = why.map(|why| notice(format_args!("{nick} left {room}{why}")));
+            let said = Said::Left { nick: &nick };
+            say(cx, seq, dir, &room, Change::Left(me), line, posted, said);
+            Some(())
+        });
+        if left.is_none() {
+            return;
+        }
         match how {
             Departure::Quit => {
                 cx.write(b"* bye\n");
@@ -495,45 +550,19 @@ impl Session {
     }
 }
 
-impl Session {
-    /// Greets a newcomer that `arrived` (or refuses it), and tells the lobby.
-    fn welcome(&mut self, arrived: Result<String, ChatError>, cx: &mut Cx<'_>) {
-        match arrived {
-            Ok(nick) => {
-                let online = cx.shared().chat.online();
-                self.presence = Presence::Present;
-                cx.write_with(|out| {
-                    let _ = writeln!(
-                        out,
-                        "* welcome {nick}; room {LOBBY}; {online} online; /help for commands"
-                    );
-                });
-                let line = notice(format_args!("{nick} joined {LOBBY}"));
-                tell_room(cx, LOBBY, line, Said::Joined { nick: &nick });
-            }
-            Err(e) => {
-                reply_error(cx, e);
-                self.presence = Presence::Gone;
-                cx.close();
-            }
-        }
-    }
-}
-
 impl super::Session for Session {
     fn on_open(&mut self, cx: &mut Cx<'_>) {
-        let me = MemberId::of(cx);
         // A shared chat numbers guests over the cluster: the welcome waits
         // for the claim (clustered.rs). A full lobby is refused first.
+        let lobby_full = self.hub.directory().lobby_is_full();
         if clustered::is_shared(cx)
-            && !cx.shared().chat.lobby_is_full()
+            && !lobby_full
             && let Some(pending) = clustered::claim(cx, None, Claiming::Arrival)
         {
             self.presence = Presence::Claiming(pending);
             return;
         }
-        let arrived = cx.shared().chat.arrive(me);
-        self.welcome(arrived, cx);
+        self.welcome(None, cx);
     }
 
     fn on_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
@@ -543,22 +572,7 @@ impl super::Session for Session {
             Presence::Claiming(_) => return 0,
             Presence::Arriving | Presence::Gone => return input.len(),
         }
-        // Serve straight from the reactor's buffer; a partial line, and
-        // the lines past the budget, stay with the reactor.
-        let (consumed, stop) = self.serve(input, cx);
-        match stop {
-            // Whole lines wait: offered again at the next turn (module docs).
-            Stop::BudgetSpent => cx.offer_input_again(),
-            // Whole lines wait for room: nothing more is read from this
-            // client, which slows it down, until `on_timer` looks again.
-            Stop::Congested => {
-                cx.hold_input(true);
-                cx.set_timer(cx.now() + CONGESTION_RETRY);
-            }
-            // Input is held until the claim is answered (`on_timer`).
-            Stop::Waiting | Stop::NeedMore | Stop::Left => {}
-        }
-        consumed
+        self.serve_input(input, cx)
     }
 
     /// The congestion retry: the held lines are offered again, and held
@@ -595,70 +609,80 @@ impl super::Session for Session {
     }
 }
 
-/// Queues `line` for every member of `room`, the caller included if it is
-/// one: the same [`Bytes`] for all, so the text exists once however many
-/// members there are. Returns the number of recipients.
-fn broadcast(cx: &mut Cx<'_>, room: &str, line: Bytes) -> usize {
-    let me = MemberId::of(cx);
-    let rooms = &mut cx.shared().chat;
-    // The room's list cannot be borrowed while `cx` queues letters, so it
-    // is copied into a scratch list that keeps its capacity between calls.
-    let mut recipients = std::mem::take(&mut rooms.recipients);
-    recipients.clear();
-    recipients.extend_from_slice(rooms.members_of(room));
-    for member in &recipients {
-        if *member == me {
-            cx.write_shared(line.clone());
-        } else {
-            cx.send_to(member.token, member.serial, line.clone());
+impl Session {
+    /// Lets a newcomer in, under `granted` (a nick the cluster gave it) or
+    /// a fresh local guest nick, welcomes it and tells the lobby; or
+    /// refuses it.
+    /// Returns false when it was refused.
+    fn welcome(&mut self, granted: Option<String>, cx: &mut Cx<'_>) -> bool {
+        let me = MemberId::of(cx);
+        let posted = &mut self.posted;
+        let arrived = self.hub.locked(|dir, seq| {
+            let nick = match granted {
+                Some(nick) => dir.arrive_as(me, nick)?,
+                None => dir.arrive(me)?,
+            };
+            let online = dir.online();
+            cx.write_with(|out| {
+                let _ = writeln!(
+                    out,
+                    "* welcome {nick}; room {LOBBY}; {online} online; /help for commands"
+                );
+            });
+            let joined = Some(notice(format_args!("{nick} joined {LOBBY}")));
+            let said = Said::Joined { nick: &nick };
+            say(
+                cx,
+                seq,
+                dir,
+                LOBBY,
+                Change::Joined(me),
+                joined,
+                posted,
+                said,
+            );
+            Ok(())
+        });
+        match arrived {
+            Ok(()) => {
+                self.presence = Presence::Present;
+                true
+            }
+            Err(e) => {
+                reply_error(cx, e);
+                self.presence = Presence::Gone;
+                cx.close();
+                false
+            }
         }
     }
-    let count = recipients.len();
-    cx.shared().chat.recipients = recipients;
-    cx.trace(format_args!(
-        "#{} chat broadcast to {count} members",
-        cx.token()
-    ));
-    count
-}
 
-/// How many more bytes every member of our room can be given before the
-/// fullest one reaches the output limit (0 when one is there already).
-/// O(members of the room), once per callback: the same order as one
-/// broadcast to it.
-fn room_headroom(cx: &mut Cx<'_>) -> usize {
-    let limit = cx.output_limit();
-    let me = MemberId::of(cx);
-    let mut fullest = cx.pending_output();
-    let rooms = &mut cx.shared().chat;
-    let Some(room) = rooms.member(me).map(|m| m.room.clone()) else {
-        return limit.saturating_sub(fullest);
-    };
-    let mut members = std::mem::take(&mut rooms.recipients);
-    members.clear();
-    members.extend_from_slice(rooms.members_of(&room));
-    for m in &members {
-        if *m != me {
-            fullest = fullest.max(cx.pending_output_of(m.token, m.serial));
+    /// Serves input once the member is present (`on_input`).
+    fn serve_input(&mut self, input: &[u8], cx: &mut Cx<'_>) -> usize {
+        // Serve straight from the reactor's buffer; a partial line, and
+        // the lines past the budget, stay with the reactor.
+        let (consumed, stop) = self.serve(input, cx);
+        match stop {
+            // Whole lines wait: offered again at the next turn (module docs).
+            Stop::BudgetSpent => cx.offer_input_again(),
+            // Whole lines wait for room: nothing more is read from this
+            // client, which slows it down, until `on_timer` looks again.
+            // The other reactors hosting the room are asked for fresh
+            // figures meanwhile.
+            Stop::Congested => {
+                cx.hold_input(true);
+                cx.set_timer(cx.now() + CONGESTION_RETRY);
+                let me = MemberId::of(cx);
+                let room = self.hub.directory().member(me).map(|m| m.room.clone());
+                if let Some(room) = room {
+                    self.hub.nudge(&room, me.reactor);
+                }
+            }
+            // Input is held until the claim is answered (`on_timer`).
+            Stop::Waiting | Stop::NeedMore | Stop::Left => {}
         }
+        consumed
     }
-    cx.shared().chat.recipients = members;
-    limit.saturating_sub(fullest)
-}
-
-/// Whether `line` is a `/msg` to a member whose output is at the limit:
-/// a private flood is held like a room's (see "Bursts").
-fn addressee_is_full(line: &[u8], cx: &mut Cx<'_>) -> bool {
-    let Ok(Command::Msg { to, .. }) = std::str::from_utf8(line)
-        .map_err(|_| ())
-        .and_then(|l| parse(l).map_err(|_| ()))
-    else {
-        return false;
-    };
-    let Some(id) = cx.shared().chat.find(to) else {
-        return false;
-    };
-    id != MemberId::of(cx) && cx.pending_output_of(id.token, id.serial) >= cx.output_limit()
 }
 
 /// A `* ...` line.

@@ -1,5 +1,7 @@
-//! Rooms: the state all chat sessions share (members in joining order per
-//! room, a nick index), reached through `cx.shared().chat`.
+//! Rooms: the directory all chat sessions share (members in joining order
+//! per room, a nick index), over every reactor of the daemon. It lives in
+//! the [`Hub`](super::Hub), behind its lock; this file is pure
+//! bookkeeping, so its rules are tested without a network or a thread.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,28 +9,34 @@ use super::{ChatError, LOBBY};
 use crate::config::ChatConfig;
 use crate::services::Cx;
 
-/// One member, named by its connection: the token finds it, the serial
-/// tells it apart from a later connection that reuses the token.
+/// One member, named by its connection: the reactor that hosts it, the
+/// token that finds it there, and the serial that tells it apart from a
+/// later connection reusing the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MemberId {
+    pub reactor: usize,
     pub token: usize,
     pub serial: u64,
 }
 
 impl MemberId {
     /// The member on the connection `cx` belongs to.
-    pub fn of(cx: &Cx<'_>) -> MemberId {
+    pub fn of(cx: &mut Cx<'_>) -> MemberId {
         MemberId {
+            reactor: cx.shared().chat.index(),
             token: cx.token(),
             serial: cx.serial(),
         }
     }
 }
 
-/// Every member, every nick and every room of the daemon, kept in
-/// [`Shared`](crate::services::Shared). Pure bookkeeping: it decides, the session sends.
+/// Every member, every nick and every room of the daemon, on every
+/// reactor, kept in the [`Hub`](super::Hub). Pure bookkeeping: it
+/// decides, the session sends.
 #[derive(Debug)]
 pub struct Rooms {
+    /// Reactors in the daemon; each room counts its members per reactor.
+    reactors: usize,
     /// Every member present, by connection. A member is added on arrival
     /// and removed when it leaves, however it leaves.
     members: HashMap<MemberId, Member>,
@@ -46,9 +54,6 @@ pub struct Rooms {
     /// Rooms that may exist at once, beyond which `/join` creates none;
     /// 0 = no limit. The lobby is created whenever someone arrives.
     max_rooms: usize,
-    /// Scratch list of a broadcast's recipients, kept so a broadcast does
-    /// not allocate (see `broadcast`).
-    pub(super) recipients: Vec<MemberId>,
 }
 
 /// What the daemon knows of one member.
@@ -59,10 +64,35 @@ pub struct Member {
 }
 
 /// One room: its members in the order they joined, which is the order
-/// every broadcast visits them in.
+/// every broadcast visits them in, and what each reactor hosts of it.
 #[derive(Debug, Default)]
 pub struct ChatRoom {
     members: Vec<MemberId>,
+    /// Members of the room per reactor, by index: a line goes to the
+    /// inboxes of the reactors counted here, and to no other.
+    hosted: Vec<u32>,
+    /// The fullest output among the room's members per reactor, as each
+    /// reactor last published it (`Rooms::publish_fullest`): how a poster
+    /// on one reactor paces itself by members on another (chat's module
+    /// docs, "Bursts"). Unused with one reactor.
+    fullest: Vec<usize>,
+}
+
+impl ChatRoom {
+    fn new(reactors: usize) -> ChatRoom {
+        ChatRoom {
+            members: Vec::new(),
+            hosted: vec![0; reactors],
+            fullest: vec![0; reactors],
+        }
+    }
+
+    fn add(&mut self, id: MemberId) {
+        self.members.push(id);
+        if let Some(n) = self.hosted.get_mut(id.reactor) {
+            *n += 1;
+        }
+    }
 }
 
 /// What a `/nick` did.
@@ -84,15 +114,48 @@ pub enum Moved {
 }
 
 impl Rooms {
-    pub fn new(config: &ChatConfig) -> Rooms {
+    /// The directory of a daemon of `reactors` reactors.
+    pub fn new(config: &ChatConfig, reactors: usize) -> Rooms {
         Rooms {
+            reactors: reactors.max(1),
             members: HashMap::new(),
             nicks: HashMap::new(),
             rooms: BTreeMap::new(),
             next_guest: 1,
             max_room_members: config.max_room_members,
             max_rooms: config.max_rooms,
-            recipients: Vec::new(),
+        }
+    }
+
+    /// The reactors hosting members of `room`, by index.
+    pub fn hosts(&self, room: &str) -> impl Iterator<Item = usize> + '_ {
+        self.rooms
+            .get(room)
+            .map_or(&[][..], |r| &r.hosted)
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, _)| i)
+    }
+
+    /// The fullest output among `room`'s members on `reactor`, as that
+    /// reactor last published it (0 for a room it does not host).
+    pub fn fullest_on(&self, room: &str, reactor: usize) -> usize {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.fullest.get(reactor))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records the fullest output among `room`'s members on `reactor`.
+    pub fn publish_fullest(&mut self, room: &str, reactor: usize, bytes: usize) {
+        if let Some(slot) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.fullest.get_mut(reactor))
+        {
+            *slot = bytes;
         }
     }
 
@@ -183,11 +246,11 @@ impl Rooms {
             return Err(ChatError::NickInUse);
         }
         self.nicks.insert(nick.clone(), id);
+        let reactors = self.reactors;
         self.rooms
             .entry(LOBBY.to_string())
-            .or_default()
-            .members
-            .push(id);
+            .or_insert_with(|| ChatRoom::new(reactors))
+            .add(id);
         self.members.insert(
             id,
             Member {
@@ -246,11 +309,11 @@ impl Rooms {
         }
         let from = member.room.clone();
         self.remove_from_room(id, &from);
+        let reactors = self.reactors;
         self.rooms
             .entry(room.to_string())
-            .or_default()
-            .members
-            .push(id);
+            .or_insert_with(|| ChatRoom::new(reactors))
+            .add(id);
         if let Some(member) = self.members.get_mut(&id) {
             member.room = room.to_string();
         }
@@ -267,6 +330,9 @@ impl Rooms {
         if let Some(r) = self.rooms.get_mut(room) {
             if let Some(at) = r.members.iter().position(|m| *m == id) {
                 r.members.remove(at);
+                if let Some(n) = r.hosted.get_mut(id.reactor) {
+                    *n -= 1;
+                }
             }
             if r.members.is_empty() {
                 self.rooms.remove(room);
@@ -281,17 +347,21 @@ mod tests {
 
     fn id(n: usize) -> MemberId {
         MemberId {
+            reactor: 0,
             token: n,
             serial: n as u64 + 100,
         }
     }
 
     fn rooms(max_room_members: usize, max_rooms: usize) -> Rooms {
-        Rooms::new(&ChatConfig {
-            max_room_members,
-            max_rooms,
-            ..ChatConfig::default()
-        })
+        Rooms::new(
+            &ChatConfig {
+                max_room_members,
+                max_rooms,
+                ..ChatConfig::default()
+            },
+            1,
+        )
     }
 
     #[test]
@@ -427,5 +497,43 @@ mod tests {
         assert_eq!(r.depart(id(1)), None);
         assert_eq!(r.find("guest1"), None);
         assert_eq!(r.members_of(LOBBY), [id(2)]);
+    }
+
+    #[test]
+    fn each_room_knows_which_reactors_host_its_members() {
+        let mut r = Rooms::new(&ChatConfig::default(), 3);
+        let on = |reactor, token| MemberId {
+            reactor,
+            token,
+            serial: 1,
+        };
+        r.arrive(on(0, 1)).unwrap();
+        r.arrive(on(2, 1)).unwrap();
+        r.arrive(on(2, 2)).unwrap();
+        assert_eq!(r.hosts(LOBBY).collect::<Vec<_>>(), [0, 2]);
+        r.join(on(0, 1), "rust").unwrap();
+        assert_eq!(r.hosts(LOBBY).collect::<Vec<_>>(), [2]);
+        assert_eq!(r.hosts("rust").collect::<Vec<_>>(), [0]);
+        r.depart(on(2, 1));
+        assert_eq!(r.hosts(LOBBY).collect::<Vec<_>>(), [2]);
+        r.depart(on(2, 2));
+        assert_eq!(r.hosts(LOBBY).count(), 0);
+        assert_eq!(r.hosts("nowhere").count(), 0);
+    }
+
+    #[test]
+    fn published_fullness_is_kept_per_room_and_reactor() {
+        let mut r = Rooms::new(&ChatConfig::default(), 2);
+        r.arrive(MemberId {
+            reactor: 1,
+            token: 4,
+            serial: 9,
+        })
+        .unwrap();
+        r.publish_fullest(LOBBY, 1, 500);
+        r.publish_fullest("gone", 1, 7);
+        assert_eq!(r.fullest_on(LOBBY, 1), 500);
+        assert_eq!(r.fullest_on(LOBBY, 0), 0);
+        assert_eq!(r.fullest_on("gone", 1), 0);
     }
 }

@@ -91,6 +91,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::hub::Hub;
 use super::rooms::{MemberId, Rooms};
 use crate::reactor::{Nudge, Post};
 pub use link::{BACKOFF_MAX, COMMAND_TIMEOUT, Claim, EVENT_QUEUE, REQUEST_QUEUE, Stats};
@@ -272,8 +273,12 @@ impl Cluster {
     /// Hands out what the link received: lines to this daemon's members of
     /// their room, claims' answers to their sessions, and the notices of
     /// the link going down or up to everyone.
-    pub fn deliver(&mut self, rooms: &Rooms, post: &mut Post<'_>) {
+    /// Runs on the daemon's one reactor (`chat.cluster` needs `reactors =
+    /// 1`), where the directory's members are all this loop's.
+    pub fn deliver(&mut self, hub: &Hub, post: &mut Post<'_>) {
         self.link.pending.store(false, Ordering::Release);
+        let rooms = hub.directory();
+        let rooms: &Rooms = &rooms;
         let mut letters = 0;
         self.backlog = false;
         while letters < DELIVERY_BUDGET {
