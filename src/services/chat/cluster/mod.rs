@@ -78,6 +78,18 @@
 //! whose heartbeat expired are cleared away. `/who`, `/rooms` and `/msg`
 //! read that view, so they cost no round trip; the view may lag a
 //! departure by one heartbeat when a daemon dies.
+//!
+//! # One reactor, for now
+//!
+//! A clustered daemon runs one reactor (`daemon.rs` refuses more), where
+//! the hub's sequencer is `Local` and every member is this loop's: the
+//! link's lines are handed out in the drain step straight from the
+//! directory. Spreading a clustered chat over reactors needs a third
+//! `Sequencer` (hub.rs, "The seam for sequencing elsewhere"): a line
+//! published by any reactor, and handed back by this link to every
+//! reactor hosting the room with `Hub::deliver_sequenced`; the membership
+//! changes keep going through the reactors' inboxes. What would not change
+//! is everything here: the link, the format, the claims and the view.
 
 mod calls;
 mod link;
