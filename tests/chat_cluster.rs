@@ -373,3 +373,34 @@ fn a_cluster_with_several_reactors_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_gap_in_a_senders_sequence_is_counted_as_dropped() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = clustered(&redis);
+    let mut r = redis.client();
+    // Another daemon's messages 1 and 5, as if 2 to 4 had been lost.
+    for seq in [1, 5] {
+        let message = format!(
+            r#"{{"from":"d-elsewhere","seq":{seq},"kind":"say","room":"nowhere","line":"x\n"}}"#
+        );
+        redis::cmd("PUBLISH")
+            .arg("chat:events")
+            .arg(message)
+            .query::<u64>(&mut r)
+            .unwrap();
+    }
+    assert!(
+        wait_until(|| get_metrics(&a).contains("socketlab_chat_cluster_dropped_total 3\n")),
+        "{}",
+        get_metrics(&a)
+    );
+    assert!(
+        a.stderr()
+            .contains("3 message(s) from d-elsewhere lost before #5"),
+        "{}",
+        a.stderr()
+    );
+}
