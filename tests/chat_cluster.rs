@@ -404,3 +404,27 @@ fn a_gap_in_a_senders_sequence_is_counted_as_dropped() {
         a.stderr()
     );
 }
+
+#[test]
+fn a_burst_from_redis_beyond_one_turns_budget_is_delivered_whole() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = clustered(&redis);
+    let mut m = join(&a);
+    let mut r = redis.client();
+    // More lines than one turn hands out (`FANOUT_BUDGET`, 16,384 letters),
+    // and nothing after them to wake the daemon again.
+    const LINES: usize = 20_000;
+    let mut pipe = redis::pipe();
+    for seq in 1..=LINES {
+        let message = format!(
+            r#"{{"from":"d-burst","seq":{seq},"kind":"say","room":"lobby","line":"2026-01-01 00:00:00 burst: {seq}\n"}}"#
+        );
+        pipe.cmd("PUBLISH").arg("chat:events").arg(message).ignore();
+    }
+    pipe.query::<()>(&mut r).unwrap();
+    for seq in 1..=LINES {
+        assert_eq!(next_said(&mut m), format!("burst: {seq}"));
+    }
+}

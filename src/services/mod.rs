@@ -141,12 +141,7 @@ impl Shared {
     /// reaped after their connection left, say). Returns when it next
     /// needs a turn, so the reactor can bound its sleep.
     pub fn poll(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
-        let exec = self.exec.poll(now);
-        // Cluster events left over from this turn's budget: another turn now.
-        match &self.chat_cluster {
-            Some(c) if c.has_backlog() => Some(now),
-            _ => exec,
-        }
+        self.exec.poll(now)
     }
 
     /// True while shared state still has work that must finish before the

@@ -171,8 +171,10 @@ pub struct Cluster {
     claims: HashMap<u64, MemberId>,
     /// Answers waiting for their session's `on_timer`.
     outcomes: HashMap<MemberId, Claim>,
-    /// Set when a turn's delivery budget ran out with events left.
-    backlog: bool,
+    /// Wakes this loop again when a turn leaves events behind: the drain
+    /// step runs after the turn's sleep was decided, so asking for a
+    /// turn through `Services::poll` would come a turn late.
+    nudge: Nudge,
 }
 
 impl Cluster {
@@ -189,7 +191,8 @@ impl Cluster {
             daemon: me.clone(),
             nick_ttl,
         };
-        let link = Link::start(config, std::sync::Arc::new(move || nudge.wake()), stats)?;
+        let waker = nudge.clone();
+        let link = Link::start(config, std::sync::Arc::new(move || waker.wake()), stats)?;
         log::info!("chat cluster: this daemon is {me}, on {address}");
         Ok(Cluster {
             me,
@@ -199,7 +202,7 @@ impl Cluster {
             next_claim: 1,
             claims: HashMap::new(),
             outcomes: HashMap::new(),
-            backlog: false,
+            nudge,
         })
     }
 
@@ -277,22 +280,16 @@ impl Cluster {
         &self.view
     }
 
-    /// Whether events were left for the next turn.
-    pub fn has_backlog(&self) -> bool {
-        self.backlog
-    }
-
     /// Hands out what the link received: lines to this daemon's members of
     /// their room, claims' answers to their sessions, and the notices of
-    /// the link going down or up to everyone.
-    /// Runs on the daemon's one reactor (`chat.cluster` needs `reactors =
+    /// the link going down or up to everyone. At most `DELIVERY_BUDGET`
+    /// letters a turn. Runs on the daemon's one reactor (`chat.cluster` needs `reactors =
     /// 1`), where the directory's members are all this loop's.
     pub fn deliver(&mut self, hub: &Hub, post: &mut Post<'_>) {
         self.link.pending.store(false, Ordering::Release);
         let rooms = hub.directory();
         let rooms: &Rooms = &rooms;
         let mut letters = 0;
-        self.backlog = false;
         while letters < DELIVERY_BUDGET {
             let Ok(event) = self.link.events.try_recv() else {
                 return;
@@ -342,7 +339,8 @@ impl Cluster {
                 }
             };
         }
-        self.backlog = true;
+        // Events left for the next turn, which this makes come at once.
+        self.nudge.wake();
     }
 
     fn send(&self, request: Request) -> Result<(), ()> {
