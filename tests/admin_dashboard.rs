@@ -143,7 +143,9 @@ fn the_charts_draw_and_move_as_load_arrives() {
     let Some(chromium) = chromium() else {
         return;
     };
-    let d = Daemon::start(&[]);
+    // One loop, whose turns and busy share are one line each; with several
+    // the charts draw a line per reactor (the test after this one).
+    let d = Daemon::start(&["--reactors", "1"]);
     // Echo traffic for as long as the page runs: one connection sending
     // and reading back 64 KiB at a time, stopped by the flag (and bounded
     // in time, should the flag never come).

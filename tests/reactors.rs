@@ -81,10 +81,13 @@ fn connections_are_spread_over_both_reactors_and_each_gets_its_own_bytes_back() 
     // reactor without any has a chance of 2^-63. The other reactor's
     // figures are as of its latest turn's end, which may come just after
     // the echo did: wait for them.
-    assert!(wait_until(
-        || open_per_reactor(&d).iter().sum::<u64>() == 64 + 1
-    ));
-    let open = open_per_reactor(&d);
+    // (Read once per try: the admin connection of an earlier read may
+    // still be closing on the other reactor.)
+    let mut open = Vec::new();
+    assert!(wait_until(|| {
+        open = open_per_reactor(&d);
+        open.iter().sum::<u64>() == 64 + 1
+    }));
     assert_eq!(open.len(), 2, "{open:?}");
     assert_eq!(open.iter().sum::<u64>(), 64 + 1, "{open:?}");
     assert!(
