@@ -205,7 +205,13 @@ fn an_adopted_process_in_its_programs_group_lives_until_the_program_ends() {
     // Its program ends: its group, the adopted sleep with it, is stopped.
     send_stdin(&mut a, b"go\n").unwrap();
     let out = collect(&mut a);
-    assert_eq!(exit_summary(&out.exit).0, json!(7));
+    assert_eq!(
+        exit_summary(&out.exit).0,
+        json!(7),
+        "exit {:?}, daemon log:\n{}",
+        out.exit,
+        d.stderr()
+    );
     assert!(
         wait_until(|| is_gone(kept)),
         "sleep {kept} outlived its program:\n{}",
