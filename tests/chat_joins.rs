@@ -4,19 +4,23 @@
 //! acting on events for that turn, and the rest of a burst of newcomers
 //! (or of hang-ups) waits for the next turn instead of making one turn
 //! long.
+//! A line to a big room is written over several turns too: a turn writes to
+//! at most `WRITES_PER_TURN` (512) connections.
 //! With several reactors a join's letters are queued by every reactor
 //! hosting the room at its drain step, and the accepting reactor counts
 //! them all as its turn's (`Cx::owe_letters`), so the bound is the same.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
 use common::{Daemon, wait_until};
 
 /// `MAIL_PER_TURN` in src/reactor/mod.rs.
 const MAIL_PER_TURN: usize = 16_384;
+/// `WRITES_PER_TURN` in src/reactor/mod.rs.
+const WRITES_PER_TURN: usize = 512;
 
 #[test]
 fn a_burst_of_joins_to_a_big_room_is_accepted_over_several_turns() {
@@ -101,12 +105,51 @@ fn a_burst_of_leaves_from_a_big_room_is_served_over_several_turns() {
     drop((stayers, leavers));
 }
 
+#[test]
+fn a_line_to_a_big_room_is_written_over_several_turns() {
+    let d = Daemon::start(&["--trace"]);
+    // 700 members, each in before the next; none reads after its welcome
+    // (the kernel takes the few lines each gets).
+    let mut members = Vec::new();
+    for _ in 0..700 {
+        let s = d.connect("chat");
+        let mut first = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.starts_with("* welcome"), "{first:?}");
+        members.push(s);
+    }
+    let before = d.stderr().len();
+    (&members[0]).write_all(b"one line for everyone\n").unwrap();
+    assert!(wait_until(|| {
+        writes_per_turn(&d.stderr()[before..]).iter().sum::<usize>() >= 700
+    }));
+
+    // One line is 700 writes; a turn makes at most `WRITES_PER_TURN` of
+    // them (and the one a callback makes for its own connection), where
+    // without the budget one turn made all 700.
+    let per_turn = writes_per_turn(&d.stderr()[before..]);
+    let most = per_turn.iter().copied().max().unwrap_or(0);
+    assert!(
+        most <= WRITES_PER_TURN + 1,
+        "{most} writes in one turn: {per_turn:?}"
+    );
+    drop(members);
+}
+
 /// How many chat connections each traced turn accepted, for the turns that
 /// accepted any.
 fn accepted_per_turn(trace: &str) -> Vec<usize> {
     per_turn(trace, |line| {
         line.contains(" chat ") && line.ends_with(" accepted")
     })
+}
+
+/// How many chat connections each traced turn wrote to, for the turns that
+/// wrote to any.
+fn writes_per_turn(trace: &str) -> Vec<usize> {
+    per_turn(trace, |line| line.contains(" chat wrote "))
 }
 
 /// How many chat members' hang-ups (their end of stream read) each traced

@@ -30,7 +30,7 @@ impl Reactor {
             // chat join tells the whole room). Past the turn's letters, the
             // rest wait for the next turn, so joins to a big room spread
             // out instead of making one turn long.
-            if self.letters_spent() {
+            if self.turn_spent() {
                 self.requeue(key);
                 return;
             }

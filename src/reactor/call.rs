@@ -87,6 +87,11 @@ impl Reactor {
                 if let Some(Source::Conn(conn)) = self.sources.get_mut(key) {
                     conn.flush_listed = false;
                 }
+                if self.turn_spent() {
+                    // The rest are written first thing next turn.
+                    self.requeue(key);
+                    continue;
+                }
                 self.pump(key);
                 self.deliver_mail();
             }

@@ -16,7 +16,10 @@ use mio::Events;
 use super::connection::Phase;
 use super::timers::Wake;
 use super::trace::trace_event;
-use super::{CloseReason, LINGER, MAIL_PER_TURN, Reactor, SHUTDOWN_POLL, Source, SourceEvent};
+use super::{
+    CloseReason, LINGER, MAIL_PER_TURN, Reactor, SHUTDOWN_POLL, Source, SourceEvent,
+    WRITES_PER_TURN,
+};
 
 use super::trace::trace;
 
@@ -86,7 +89,7 @@ impl Reactor {
     /// left stays queued, in order, for the next turn.
     pub(super) fn serve_ready_queue(&mut self) {
         for _ in 0..self.core.ready.len() {
-            if self.letters_spent() {
+            if self.turn_spent() {
                 return;
             }
             if let Some(key) = self.core.ready.pop_front() {
@@ -112,7 +115,7 @@ impl Reactor {
             let Some(key) = self.note(event) else {
                 continue;
             };
-            if self.letters_spent() {
+            if self.turn_spent() {
                 self.requeue(key);
             } else {
                 self.drive(key);
@@ -122,14 +125,17 @@ impl Reactor {
         self.events = events;
     }
 
-    /// Whether this turn has delivered its share of letters (those still
-    /// waiting in `mail` count too, and so do those a callback announced
-    /// for later, `TurnTally::owed`): past it, the loop stops taking on new
-    /// work that may fan out (events, the ready queue, accepting), and
-    /// comes back to it in the next turn.
-    pub(super) fn letters_spent(&self) -> bool {
+    /// Whether this turn has done its share of work: delivered
+    /// `MAIL_PER_TURN` letters (those still waiting in `mail` count too,
+    /// and so do those a callback announced for later, `TurnTally::owed`),
+    /// or written to `WRITES_PER_TURN` connections. Past it, the loop
+    /// stops taking on new work (events, the ready queue, accepting, the
+    /// flush of mailed connections) and comes back to it in the next turn.
+    pub(super) fn turn_spent(&self) -> bool {
         let turn = &self.core.turn;
-        turn.letters as usize + turn.owed as usize + self.core.mail.len() >= MAIL_PER_TURN as usize
+        turn.writes >= WRITES_PER_TURN
+            || turn.letters as usize + turn.owed as usize + self.core.mail.len()
+                >= MAIL_PER_TURN as usize
     }
 
     /// Step 4: the wake-ups that are due.

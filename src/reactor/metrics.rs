@@ -225,6 +225,10 @@ pub struct TurnTally {
     ///
     /// [`Cx::owe_letters`]: super::Cx::owe_letters
     pub owed: u32,
+    /// Connections written to (one `flush` that reached the socket each).
+    /// Acting on events, the ready queue and the flush of mailed
+    /// connections stop for the turn past `WRITES_PER_TURN`.
+    pub writes: u32,
     /// Each service's byte counters when the turn began; the turn's bytes
     /// are the difference, worked out only for a slow turn.
     bytes_at_start: [(u64, u64); ServiceId::ALL.len()],
@@ -238,6 +242,7 @@ impl TurnTally {
         self.jobs = 0;
         self.letters = 0;
         self.owed = 0;
+        self.writes = 0;
         for (at, c) in self.bytes_at_start.iter_mut().zip(&metrics.services) {
             *at = (c.bytes_received, c.bytes_sent);
         }

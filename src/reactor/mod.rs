@@ -192,6 +192,13 @@ const ACCEPT_BATCH: usize = 128;
 /// and their writes in one turn. The same figure as chat's fan-out budget
 /// per callback.
 const MAIL_PER_TURN: u32 = 16_384;
+/// Connections one turn may write to before the rest of its work waits
+/// for the next turn. A write to a socket whose reader sleeps also wakes
+/// that reader: some 10 µs on the benchmark machine, so a chat line's
+/// fan-out to 1,000 members is 10 ms of writes (BENCHMARKS.md, "The
+/// loop's longest turn"). Echo at 1,000 connections writes at most
+/// `EVENTS_PER_TURN` (256) a turn and never meets it.
+const WRITES_PER_TURN: u32 = 512;
 /// Datagrams one UDP socket may receive per loop turn.
 const DATAGRAM_BATCH: usize = 64;
 /// The largest UDP payload over IPv4 (65,535 - 8 UDP - 20 IP header bytes);

@@ -177,6 +177,7 @@ impl Reactor {
         };
         let mut wrote = 0;
         if !out.is_empty() && !conn.write_blocked && budget > 0 {
+            core.turn.writes = core.turn.writes.saturating_add(1);
             match out.flush_to(&mut conn.stream, budget) {
                 Ok(f) => {
                     wrote = f.bytes;
