@@ -27,16 +27,7 @@ fn a_burst_of_joins_to_a_big_room_is_accepted_over_several_turns() {
     let d = Daemon::start(&["--trace"]);
     // A lobby of 300 members, each in before the next, reading nothing:
     // the daemon only queues their notices (1 MiB apiece is plenty).
-    let mut members = Vec::new();
-    for _ in 0..300 {
-        let s = d.connect("chat");
-        let mut first = String::new();
-        BufReader::new(s.try_clone().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(first.starts_with("* welcome"), "{first:?}");
-        members.push(s);
-    }
+    let members: Vec<TcpStream> = (0..300).map(|_| join(&d)).collect();
     // Stop the daemon, so that 150 connections wait in the listen queue at
     // once; then let it go. Only the trace written after the stop counts.
     d.signal(libc::SIGSTOP);
@@ -68,17 +59,8 @@ fn a_burst_of_joins_to_a_big_room_is_accepted_over_several_turns() {
 fn a_burst_of_leaves_from_a_big_room_is_served_over_several_turns() {
     let d = Daemon::start(&["--trace"]);
     // 300 members that stay, reading nothing, and 150 that will leave.
-    let join = || {
-        let s = d.connect("chat");
-        let mut first = String::new();
-        BufReader::new(s.try_clone().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(first.starts_with("* welcome"), "{first:?}");
-        s
-    };
-    let stayers: Vec<TcpStream> = (0..300).map(|_| join()).collect();
-    let leavers: Vec<TcpStream> = (0..150).map(|_| join()).collect();
+    let stayers: Vec<TcpStream> = (0..300).map(|_| join(&d)).collect();
+    let leavers: Vec<TcpStream> = (0..150).map(|_| join(&d)).collect();
     // All 150 hang up while the daemon is stopped, so their FINs are
     // reported together when it goes on. (A shutdown, not a close: a
     // socket closed with unread notices in it would send a reset.)
@@ -110,16 +92,7 @@ fn a_line_to_a_big_room_is_written_over_several_turns() {
     let d = Daemon::start(&["--trace"]);
     // 700 members, each in before the next; none reads after its welcome
     // (the kernel takes the few lines each gets).
-    let mut members = Vec::new();
-    for _ in 0..700 {
-        let s = d.connect("chat");
-        let mut first = String::new();
-        BufReader::new(s.try_clone().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(first.starts_with("* welcome"), "{first:?}");
-        members.push(s);
-    }
+    let members: Vec<TcpStream> = (0..700).map(|_| join(&d)).collect();
     let before = d.stderr().len();
     (&members[0]).write_all(b"one line for everyone\n").unwrap();
     assert!(wait_until(|| {
@@ -136,6 +109,18 @@ fn a_line_to_a_big_room_is_written_over_several_turns() {
         "{most} writes in one turn: {per_turn:?}"
     );
     drop(members);
+}
+
+/// A new member of the lobby, once its welcome has come (so each joins
+/// before the next).
+fn join(d: &Daemon) -> TcpStream {
+    let s = d.connect("chat");
+    let mut first = String::new();
+    BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("* welcome"), "{first:?}");
+    s
 }
 
 /// How many chat connections each traced turn accepted, for the turns that

@@ -4,6 +4,20 @@ use std::fmt;
 
 use super::MAX_NAME;
 
+/// What `/help` answers, a line at a time.
+pub const HELP: &[&str] = &[
+    "* commands:",
+    "* /nick NEW       take the nick NEW (1 to 32 of A-Z a-z 0-9 _ -)",
+    "* /join ROOM      leave this room for ROOM (created on demand)",
+    "* /who            list the members of this room",
+    "* /rooms          list the rooms that have members",
+    "* /msg NICK TEXT  say TEXT to NICK alone",
+    "* /help           this help",
+    "* /quit           leave (a line that is just quit does too)",
+    "* any other line is said to your room",
+    "* end of help",
+];
+
 /// Why a line was refused; its `Display` is the text after `! error: `.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChatError {

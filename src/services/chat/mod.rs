@@ -223,7 +223,7 @@ use bytes::{Bytes, BytesMut};
 use super::{CloseReason, Cx, clock};
 pub use cluster::Cluster;
 use clustered::{Claiming, Pending, Said, say};
-pub use commands::{ChatError, Command, is_valid_name, parse};
+pub use commands::{ChatError, Command, HELP, is_valid_name, parse};
 pub use hub::{Change, Hosted, Hub, Inboxes, Posted, Sequencer};
 pub use line::{Framed, LineSplitter};
 pub use rooms::{ChatRoom, Member, MemberId, Moved, Renamed, Rooms};
@@ -240,19 +240,6 @@ pub const FANOUT_BUDGET: usize = 16 * 1024;
 /// How long a sender whose room is congested (a member's output at the
 /// limit) waits before its held lines are offered again (see "Bursts").
 pub const CONGESTION_RETRY: Duration = Duration::from_millis(5);
-
-const HELP: &[&str] = &[
-    "* commands:",
-    "* /nick NEW       take the nick NEW (1 to 32 of A-Z a-z 0-9 _ -)",
-    "* /join ROOM      leave this room for ROOM (created on demand)",
-    "* /who            list the members of this room",
-    "* /rooms          list the rooms that have members",
-    "* /msg NICK TEXT  say TEXT to NICK alone",
-    "* /help           this help",
-    "* /quit           leave (a line that is just quit does too)",
-    "* any other line is said to your room",
-    "* end of help",
-];
 
 // ----- The session ---------------------------------------------------------
 
