@@ -143,6 +143,13 @@ fn stats_on_either_reactor_give_the_daemons_totals() {
     let mut tracker = Tracker::new(&d, "exec");
     let held = tracker.on_each(2, exec_support::login);
     let open: usize = held.iter().map(Vec::len).sum();
+    // The tracker let go of connections that landed on a reactor it had
+    // enough on; wait until their closes are in every reactor's figures.
+    assert!(
+        wait_until(|| stats(&d)["services"]["exec"]["connections_open"] == open),
+        "{}",
+        stats(&d)
+    );
     // Admin connections land on both reactors; every answer gives the
     // daemon's exec figures, whichever reactor wrote it. The reactor that
     // answers counts the asking connection in its own live figures, so
