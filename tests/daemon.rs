@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -271,23 +270,9 @@ fn running_out_of_descriptors_neither_spins_nor_stalls_and_the_daemon_recovers()
     const LIMIT: u64 = 64;
     // One loop and its one spare descriptor under a 64-descriptor limit;
     // tests/reactors.rs has the same check with two.
-    let d = Daemon::start_with(
+    let d = Daemon::start_with_descriptor_limit(
         &["--set", "limits.max_connections=10000", "--reactors", "1"],
-        |c| {
-            // SAFETY: setrlimit in the child between fork and exec.
-            unsafe {
-                c.pre_exec(|| {
-                    let lim = libc::rlimit {
-                        rlim_cur: LIMIT,
-                        rlim_max: LIMIT,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
+        LIMIT,
     );
     // A first client, connected while descriptors remain.
     let mut first = d.connect("echo");

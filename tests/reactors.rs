@@ -117,24 +117,30 @@ fn udp_echo_answers_from_every_reactor() {
     }
 }
 
-#[test]
-fn the_global_limit_counts_connections_on_every_reactor() {
-    let d = two_reactors(&["--set", "limits.max_connections=6"]);
-    let mut held: Vec<TcpStream> = (0..6).map(|_| d.connect("echo")).collect();
+/// Holds `limit` echo connections, shows that eight more are each closed at
+/// once whichever reactor the kernel hands them to, and that there is room
+/// again when one of the held ones leaves. Returns the rest, still held.
+fn full_at(d: &Daemon, limit: usize) -> Vec<TcpStream> {
+    let mut held: Vec<TcpStream> = (0..limit).map(|_| d.connect("echo")).collect();
     for s in &mut held {
         assert!(echoes(s));
     }
-    // Whichever reactor the next ones land on, the daemon is full.
     for _ in 0..8 {
         let mut s = d.connect("echo");
         assert!(closed_at_once(&mut s));
     }
-    // When one leaves, there is room again.
     drop(held.pop());
     assert!(wait_until(|| {
         let mut s = d.connect("echo");
         echoes(&mut s)
     }));
+    held
+}
+
+#[test]
+fn the_global_limit_counts_connections_on_every_reactor() {
+    let d = two_reactors(&["--set", "limits.max_connections=6"]);
+    let _held = full_at(&d, 6);
 }
 
 #[test]
@@ -517,25 +523,10 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[test]
 fn running_out_of_descriptors_with_two_reactors_neither_spins_nor_stalls() {
-    use std::os::unix::process::CommandExt;
     const LIMIT: u64 = 96;
-    let d = Daemon::start_with(
+    let d = Daemon::start_with_descriptor_limit(
         &["--reactors", "2", "--set", "limits.max_connections=10000"],
-        |c| {
-            // SAFETY: setrlimit in the child between fork and exec.
-            unsafe {
-                c.pre_exec(|| {
-                    let lim = libc::rlimit {
-                        rlim_cur: LIMIT,
-                        rlim_max: LIMIT,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
+        LIMIT,
     );
     let mut first = d.connect("echo");
     assert!(echoes(&mut first));
@@ -597,22 +588,10 @@ fn an_idle_connection_is_closed_on_either_reactor() {
 
 #[test]
 fn the_per_client_cap_counts_connections_on_every_reactor() {
+    // All from 127.0.0.1: wherever the kernel puts them, the client
+    // already holds its four.
     let d = two_reactors(&["--set", "limits.max_connections_per_ip=4"]);
-    let mut held: Vec<TcpStream> = (0..4).map(|_| d.connect("echo")).collect();
-    for s in &mut held {
-        assert!(echoes(s));
-    }
-    // Eight more from the same address: wherever the kernel puts them,
-    // the client already holds its four.
-    for _ in 0..8 {
-        let mut s = d.connect("echo");
-        assert!(closed_at_once(&mut s));
-    }
-    drop(held.pop());
-    assert!(wait_until(|| {
-        let mut s = d.connect("echo");
-        echoes(&mut s)
-    }));
+    let _held = full_at(&d, 4);
 }
 
 #[test]

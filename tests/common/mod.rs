@@ -42,6 +42,28 @@ impl Daemon {
 
     /// Like [`Daemon::start`], letting the caller adjust the command first
     /// (an rlimit, environment variables).
+    /// Starts the daemon as [`Daemon::start`] does, with at most `limit`
+    /// open descriptors (`RLIMIT_NOFILE`, set in the child before `exec`).
+    pub fn start_with_descriptor_limit(args: &[&str], limit: u64) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        Daemon::start_with(args, |c| {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs
+            // in the child between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let ready_path = dir.path().join("ready.json");
