@@ -11,9 +11,10 @@
 # 0 and with 2 subscribers. Prints the load average and each JSON.
 # Needs redis-server and redis-benchmark (.ci/install-tools).
 # Run after `cargo build --release`: benches/chat_cluster.sh, or e.g.
-# MESSAGES=2000 RATE=500 benches/chat_cluster.sh for latency at a low rate.
+# MESSAGES=2000 RATE=500 benches/chat_cluster.sh for latency at a low rate,
+# or REACTORS=2 benches/chat_cluster.sh for daemons of two reactors each.
 set -e
-MEMBERS=${MEMBERS:-100}; MESSAGES=${MESSAGES:-2000}
+MEMBERS=${MEMBERS:-100}; MESSAGES=${MESSAGES:-2000}; REACTORS=${REACTORS:-1}
 B="$(dirname "$0")/../target/release/socketlab"
 D=$(mktemp -d)
 PIDS=()
@@ -28,7 +29,7 @@ for i in $(seq 100); do [ -S "$D/redis.sock" ] && break; sleep 0.05; done
 # address. (Not in $(...): the daemon would hold the substitution open.)
 serve() {
   local n=$1; shift
-  "$B" serve --port-base 0 --data-dir "$D/$n" --ready-file "$D/$n.json" --log-level warn "$@" \
+  "$B" serve --port-base 0 --data-dir "$D/$n" --ready-file "$D/$n.json" --log-level warn --reactors "$REACTORS" "$@" \
     >"$D/$n.log" 2>&1 &
   PIDS+=($!)
   for i in $(seq 100); do [ -f "$D/$n.json" ] && break; sleep 0.05; done
@@ -37,7 +38,7 @@ serve() {
 chat() { "$B" bench chat --addr "$1" --members "$MEMBERS" --messages "$MESSAGES" --size 100 --time-limit 60s ${RATE:+--rate $RATE} --json; }
 CLUSTER="chat.cluster=unix:$D/redis.sock"
 
-echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg); reactors per daemon: $REACTORS"
 echo "== one daemon, no cluster"
 serve solo; chat "$ADDR"
 echo "== one daemon on Redis"

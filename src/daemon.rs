@@ -116,15 +116,6 @@ fn serve(args: Args) -> Result<(), String> {
     // line says "listening". Dropping `bound` on a later error closes the
     // sockets (and removes Unix socket files).
     let reactors = reactor_count(config.reactors);
-    // The chat cluster's link hands lines to the one loop that serves
-    // chat; a chat spread over reactors cannot be shared with other
-    // daemons yet (services/chat/cluster).
-    if config.chat.cluster.is_some() && reactors > 1 {
-        return Err(format!(
-            "`chat.cluster` needs `reactors` = 1 for now (this start would run {reactors}): \
-             a chat spread over several reactors cannot yet be shared with other daemons"
-        ));
-    }
     let spread = reactors > 1;
     let (bound, listening) = bind_all(&config, spread)?;
     let mut sibling_sockets = Vec::new();

@@ -12,7 +12,7 @@ mod redis_support;
 use std::io::Write;
 use std::time::Duration;
 
-use chat_support::Member;
+use chat_support::{Member, reactor_of};
 use common::{Daemon, wait_until};
 use redis_support::Redis;
 
@@ -20,13 +20,19 @@ use redis_support::Redis;
 /// dead daemon's nicks come free quickly.
 const NICK_TTL_S: &str = "3";
 
-/// Starts a daemon in the cluster at `redis` and waits until its link is up.
+/// Starts a daemon in the cluster at `redis` and waits until its link is
+/// up. As many reactors as SOCKETLAB_TEST_REACTORS says (one without it).
 fn clustered(redis: &Redis) -> Daemon {
+    clustered_with(redis, &[])
+}
+
+/// [`clustered`], with more arguments for `serve`.
+fn clustered_with(redis: &Redis, extra: &[&str]) -> Daemon {
     let cluster = format!("chat.cluster={}", redis.address());
     let ttl = format!("chat.cluster_nick_ttl_s={NICK_TTL_S}");
-    // One reactor, whatever SOCKETLAB_TEST_REACTORS says: a clustered
-    // chat is not spread over reactors yet.
-    let d = Daemon::start(&["--reactors", "1", "--set", &cluster, "--set", &ttl]);
+    let mut args = vec!["--set", &cluster, "--set", &ttl];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(&args);
     assert!(
         wait_until(|| d.stderr().contains("chat cluster: connected")),
         "the daemon never connected to Redis:\n{}",
@@ -359,22 +365,6 @@ fn lines_sent_before_the_welcome_wait_for_the_claims_in_order() {
 }
 
 #[test]
-fn a_cluster_with_several_reactors_is_refused_at_start() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_socketlab"))
-        .args(["serve", "--port-base", "0", "--reactors", "2"])
-        .args(["--set", "chat.cluster=redis://127.0.0.1:6379"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run socketlab");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("`chat.cluster` needs `reactors` = 1"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn a_gap_in_a_senders_sequence_is_counted_as_dropped() {
     let Some(redis) = Redis::start() else {
         return;
@@ -427,4 +417,152 @@ fn a_burst_from_redis_beyond_one_turns_budget_is_delivered_whole() {
     for seq in 1..=LINES {
         assert_eq!(next_said(&mut m), format!("burst: {seq}"));
     }
+}
+
+// ----- Daemons of several reactors -------------------------------------------
+
+/// A clustered daemon of two reactors, with `--trace` to tell which
+/// reactor accepted a member.
+fn clustered_on_two(redis: &Redis) -> Daemon {
+    clustered_with(redis, &["--reactors", "2", "--trace"])
+}
+
+/// Members joining `d` until one is on each of its two reactors (the
+/// others leave); `[on reactor 0, on reactor 1]`. Every arrival is a nick
+/// claimed in Redis whose answer wakes the member on its own reactor.
+/// Bounded: 64 joins leave a reactor without one with a chance far below
+/// 2^-50.
+fn one_on_each(d: &Daemon) -> [Member; 2] {
+    let mut found: [Option<Member>; 2] = [None, None];
+    for _ in 0..64 {
+        let m = join(d);
+        let r = reactor_of(d, &m);
+        if found[r].is_none() {
+            found[r] = Some(m);
+        }
+        if let [Some(_), Some(_)] = &found {
+            return found.map(Option::unwrap);
+        }
+    }
+    panic!("64 members did not land on both reactors");
+}
+
+#[test]
+fn members_on_every_reactor_of_two_daemons_see_every_line_in_one_order() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered_on_two(&redis), clustered_on_two(&redis));
+    let [a0, a1] = one_on_each(&a);
+    let [b0, b1] = one_on_each(&b);
+    let mut members = [a0, a1, b0, b1];
+
+    const LINES: usize = 40;
+    let writers: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let mut w = m.stream().try_clone().unwrap();
+            std::thread::spawn(move || {
+                for i in 0..LINES {
+                    w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let heard: Vec<Vec<String>> = members
+        .iter_mut()
+        .map(|m| (0..LINES * 4).map(|_| next_said(m)).collect())
+        .collect();
+    for (i, h) in heard.iter().enumerate().skip(1) {
+        assert_eq!(h, &heard[0], "member {i} heard another order");
+    }
+    for m in &members {
+        let own = heard[0]
+            .iter()
+            .filter(|l| l.starts_with(&format!("{}: ", m.nick)))
+            .count();
+        assert_eq!(own, LINES, "every line of {} arrived", m.nick);
+    }
+}
+
+#[test]
+fn nicks_and_private_lines_work_for_members_of_the_second_reactor() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered_on_two(&redis), clustered_on_two(&redis));
+    let [mut a0, mut a1] = one_on_each(&a);
+    let [mut b0, mut b1] = one_on_each(&b);
+    // A rename from reactor 1: its claim's answer wakes it there.
+    a1.send("/nick ada");
+    let renamed = format!("* {} is now ada", a1.nick);
+    a1.nick = "ada".into();
+    for m in [&mut a1, &mut a0, &mut b0, &mut b1] {
+        m.skip_until(&renamed);
+    }
+    // Taken over the cluster, on either reactor of the other daemon, and
+    // on the other reactor of its own.
+    for m in [&mut b1, &mut b0, &mut a0] {
+        m.send("/nick ada");
+        m.expect("! error: nick in use");
+    }
+    // A private line from daemon b's reactor 0 to ada, on a's reactor 1,
+    // and one back to b's reactor 1.
+    b1.send("/nick bob");
+    let renamed = format!("* {} is now bob", b1.nick);
+    b1.nick = "bob".into();
+    for m in [&mut b1, &mut a1] {
+        m.skip_until(&renamed);
+    }
+    b0.send("/msg ada from afar");
+    assert_eq!(next_said(&mut a1), format!("{} -> ada: from afar", b0.nick));
+    a1.send("/msg bob and back");
+    assert_eq!(next_said(&mut b1), "ada -> bob: and back");
+    // Every claim was answered, none given locally for want of an answer
+    // (which a wake-up lost on the way to reactor 1 would come to).
+    for d in [&a, &b] {
+        assert!(
+            !d.stderr().contains("no answer to a nick claim"),
+            "{}",
+            d.stderr()
+        );
+    }
+    // `/who` on reactor 1 lists both daemons' members.
+    a1.send("/who");
+    let who = skip_to_prefix(&mut a1, "* in lobby: ");
+    for nick in ["ada", "bob", &a0.nick, &b0.nick] {
+        assert!(who.split(' ').any(|n| n == nick), "{nick} in {who:?}");
+    }
+}
+
+#[test]
+fn without_redis_both_reactors_are_told_and_keep_one_local_chat() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (clustered_on_two(&redis), clustered_on_two(&redis));
+    let [mut a0, mut a1] = one_on_each(&a);
+    let mut b0 = join(&b);
+
+    redis.kill();
+    for m in [&mut a0, &mut a1, &mut b0] {
+        skip_to_prefix(m, "* chat is local only: ");
+    }
+    // Local, the daemon's two reactors still share the lobby.
+    a1.send("from r1");
+    assert_eq!(next_said(&mut a0), format!("{}: from r1", a1.nick));
+    assert_eq!(next_said(&mut a1), format!("{}: from r1", a1.nick));
+    a0.send("from r0");
+    assert_eq!(next_said(&mut a1), format!("{}: from r0", a0.nick));
+
+    redis.restart();
+    for m in [&mut a0, &mut a1, &mut b0] {
+        m.skip_until("* chat is shared again");
+    }
+    a1.send("across again");
+    assert_eq!(next_said(&mut b0), format!("{}: across again", a1.nick));
+    assert_eq!(next_said(&mut a0), format!("{}: across again", a1.nick));
 }

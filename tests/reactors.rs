@@ -16,7 +16,7 @@ use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chat_support::{Member, said_text, welcome_parts};
+use chat_support::{Member, reactor_of, said_text, welcome_parts};
 use common::{Daemon, PATIENCE, read_to_end, wait_until};
 
 fn two_reactors(extra: &[&str]) -> Daemon {
@@ -210,22 +210,6 @@ fn four_members_on_both_reactors_bursting_at_once_give_everyone_one_order() {
             assert!(l.ends_with(&format!(": m{k} line {n}")), "{l}");
         }
     }
-}
-
-/// Which reactor accepted `m`, read from the `--trace` line of its accept
-/// (`trace 0.012345 r1 #13 chat 127.0.0.1:54321 accepted`).
-fn reactor_of(d: &Daemon, m: &Member) -> usize {
-    let needle = format!(" chat {} accepted", m.stream().local_addr().unwrap());
-    let mut found = None;
-    assert!(wait_until(|| {
-        found = d
-            .stderr()
-            .lines()
-            .find(|l| l.ends_with(&needle))
-            .and_then(|l| l.split(' ').nth(2)?.strip_prefix('r')?.parse().ok());
-        found.is_some()
-    }));
-    found.unwrap()
 }
 
 /// Members joining one after another until each of the two reactors hosts

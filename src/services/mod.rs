@@ -29,8 +29,7 @@
 
 use std::any::Any;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::SharedThrottle;
@@ -56,16 +55,23 @@ pub struct Shared {
     /// The files service's users, quota books and digest cache, the
     /// daemon's one copy behind a lock.
     pub files: Arc<files::FilesDaemon>,
-    /// The link to the other daemons of the chat (`chat.cluster`), started
-    /// once the reactor hands over its nudge (`Services::attach`), on the
-    /// reactor that serves chat.
-    pub chat_cluster: Option<chat::Cluster>,
+    /// The daemon's link to the other daemons of the chat
+    /// (`chat.cluster`), shared by every reactor: started by the first
+    /// reactor built once it hands over its nudge (`Services::attach`),
+    /// and found there by the others.
+    pub chat_cluster: Option<Arc<chat::Cluster>>,
+    /// True on the reactor that started the link: the one that drains its
+    /// events (`drain_inbox`).
+    drives_cluster: bool,
     /// That link's figures, which every reactor's admin endpoint reports.
     pub chat_cluster_stats: Option<Arc<chat::cluster::Stats>>,
-    /// Taken by the reactor that starts the daemon's one link (see
-    /// `attach`).
-    chat_cluster_taken: Arc<AtomicBool>,
+    /// The daemon's one link, once the first reactor has started it (or
+    /// failed to: `None`).
+    chat_cluster_link: ClusterSlot,
 }
+
+/// Where the first reactor leaves the daemon's cluster link for the others.
+type ClusterSlot = Arc<OnceLock<Option<Arc<chat::Cluster>>>>;
 
 /// What the services of every reactor share: built once per daemon, before
 /// any reactor, and handed to each reactor's [`Shared::joined`]. See
@@ -79,7 +85,7 @@ pub struct Common {
     chat_cluster_stats: Option<Arc<chat::cluster::Stats>>,
     /// Set by the first reactor to start the cluster link: a daemon has
     /// one link, whatever its number of reactors.
-    chat_cluster_taken: Arc<AtomicBool>,
+    chat_cluster_link: ClusterSlot,
 }
 
 impl Common {
@@ -92,7 +98,7 @@ impl Common {
             exec: Arc::new(exec::ExecDaemon::new(config)?),
             files: Arc::new(files::FilesDaemon::new(config)?),
             chat_cluster_stats: config.chat.cluster.as_ref().map(|_| Arc::default()),
-            chat_cluster_taken: Arc::default(),
+            chat_cluster_link: Arc::default(),
         })
     }
 
@@ -122,8 +128,9 @@ impl Shared {
             exec: exec::ExecShared::joined(Arc::clone(&common.exec)),
             files: Arc::clone(&common.files),
             chat_cluster: None,
+            drives_cluster: false,
             chat_cluster_stats: common.chat_cluster_stats.clone(),
-            chat_cluster_taken: Arc::clone(&common.chat_cluster_taken),
+            chat_cluster_link: Arc::clone(&common.chat_cluster_link),
             config,
         }
     }
@@ -189,9 +196,10 @@ impl Services for Shared {
         Shared::is_busy(self)
     }
 
-    /// Starts the chat's cluster link, which needs the nudge to wake the
-    /// loop, on the first reactor built: the one that serves chat, which
-    /// the daemon builds before the others (daemon.rs).
+    /// Starts the chat's cluster link, which needs a nudge to wake the
+    /// loop that drains it, on the first reactor built (the daemon builds
+    /// reactor 0 before the others, daemon.rs); every later reactor finds
+    /// the same link and shares it.
     fn attach(&mut self, nudge: crate::reactor::Nudge) {
         let chat = &self.config.chat;
         let (Some(address), Some(stats), true) = (
@@ -201,21 +209,31 @@ impl Services for Shared {
         ) else {
             return;
         };
-        if self.chat_cluster_taken.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let ttl = Duration::from_secs(chat.cluster_nick_ttl_s);
-        match chat::Cluster::start(address, ttl, nudge, Arc::clone(stats)) {
-            Ok(cluster) => self.chat_cluster = Some(cluster),
-            Err(e) => log::error!("chat cluster: cannot start, chat stays local: {e}"),
-        }
+        let mut started = false;
+        let link = self.chat_cluster_link.get_or_init(|| {
+            started = true;
+            let ttl = Duration::from_secs(chat.cluster_nick_ttl_s);
+            match chat::Cluster::start(address, ttl, nudge, Arc::clone(stats)) {
+                Ok(cluster) => Some(Arc::new(cluster)),
+                Err(e) => {
+                    log::error!("chat cluster: cannot start, chat stays local: {e}");
+                    None
+                }
+            }
+        });
+        self.chat_cluster = link.clone();
+        self.drives_cluster = started;
     }
 
+    /// The cluster's lines first (on the reactor that drives the link), so
+    /// those it leaves in this reactor's own inbox go out in this turn.
     fn drain_inbox(&mut self, post: &mut Post<'_>) {
-        self.chat.drain(post);
-        if let Some(cluster) = &mut self.chat_cluster {
+        if self.drives_cluster
+            && let Some(cluster) = &self.chat_cluster
+        {
             cluster.deliver(self.chat.hub(), post);
         }
+        self.chat.drain(post);
     }
 }
 

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 
-use crate::common::Daemon;
+use crate::common::{Daemon, wait_until};
 
 /// One chat connection, read line by line.
 pub struct Member {
@@ -174,4 +174,24 @@ fn said_text_checks_the_stamp_shape() {
     assert_eq!(said_text("2026-11-03T09:05:01 ada: hi"), None);
     assert_eq!(said_text("<2026-11-03 09:05:01> ada: hi"), None);
     assert_eq!(said_text("* ada joined lobby"), None);
+}
+
+/// Which reactor accepted `m`, read from the `--trace` line of its accept
+/// (`trace 0.012345 r1 #13 chat 127.0.0.1:54321 accepted`): the daemon
+/// must run with `--trace`.
+pub fn reactor_of(d: &Daemon, m: &Member) -> usize {
+    let needle = format!(" chat {} accepted", m.stream().local_addr().unwrap());
+    let mut found = None;
+    assert!(
+        wait_until(|| {
+            found = d
+                .stderr()
+                .lines()
+                .find(|l| l.ends_with(&needle))
+                .and_then(|l| l.split(' ').nth(2)?.strip_prefix('r')?.parse().ok());
+            found.is_some()
+        }),
+        "no trace line of {needle:?}"
+    );
+    found.unwrap()
 }

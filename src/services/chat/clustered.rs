@@ -161,7 +161,7 @@ pub(super) fn say(
     posted: &mut usize,
     said: Said<'_>,
 ) -> usize {
-    let shared = cx.shared().chat_cluster.as_mut().filter(|c| c.is_shared());
+    let shared = cx.shared().chat_cluster.clone().filter(|c| c.is_shared());
     if let (Some(cluster), Some(text)) = (shared, &line) {
         let text = String::from_utf8_lossy(text).into_owned();
         let room = room.to_string();
@@ -186,7 +186,15 @@ pub(super) fn say(
         };
         let room = body.room().unwrap_or_default().to_string();
         match cluster.publish(body) {
-            Ok(()) => return 1,
+            Ok(()) => {
+                // With several reactors, whose lists of the members they
+                // host follow the inboxes, the change goes there now,
+                // without its line (that comes back from Redis).
+                if let (Sequencer::Inboxes(_), false) = (seq, change == Change::None) {
+                    tell(cx, seq, dir, &room, change, None, posted);
+                }
+                return 1;
+            }
             // Only a notice can get here (lines wait for room, `has_room`):
             // it is told here rather than lost.
             Err(_) => log::debug!("chat cluster: queue full, a notice to {room} stays local"),
@@ -219,7 +227,7 @@ pub(super) fn claim(cx: &mut Cx<'_>, nick: Option<&str>, what: Claiming) -> Opti
 pub(super) fn answer(cx: &mut Cx<'_>, pending: &Pending) -> Option<Claim> {
     let me = MemberId::of(cx);
     let now = cx.now();
-    let cluster = cx.shared().chat_cluster.as_mut()?;
+    let cluster = cx.shared().chat_cluster.as_ref()?;
     if let Some(outcome) = cluster.take_outcome(me) {
         return Some(outcome);
     }
@@ -234,14 +242,14 @@ pub(super) fn answer(cx: &mut Cx<'_>, pending: &Pending) -> Option<Claim> {
 /// The member no longer waits (it left): a late grant is given back.
 pub(super) fn abandon(cx: &mut Cx<'_>) {
     let me = MemberId::of(cx);
-    if let Some(c) = cx.shared().chat_cluster.as_mut() {
+    if let Some(c) = cx.shared().chat_cluster.as_ref() {
         c.abandon(me);
     }
 }
 
 /// Gives a nick back to the cluster (nothing without one).
 pub(super) fn release(cx: &mut Cx<'_>, nick: &str) {
-    if let Some(c) = cx.shared().chat_cluster.as_mut() {
+    if let Some(c) = cx.shared().chat_cluster.as_ref() {
         c.release(nick);
     }
 }
@@ -288,7 +296,7 @@ pub(super) fn listing(cx: &mut Cx<'_>, hub: &Hub) -> BTreeMap<String, usize> {
 /// Sends a private line to `to` on another daemon; returns false when no
 /// member of the cluster has that nick.
 pub(super) fn msg_elsewhere(cx: &mut Cx<'_>, to: &str, line: &Bytes) -> bool {
-    let Some(cluster) = cx.shared().chat_cluster.as_mut().filter(|c| c.is_shared()) else {
+    let Some(cluster) = cx.shared().chat_cluster.as_ref().filter(|c| c.is_shared()) else {
         return false;
     };
     let Some(daemon) = cluster.view().find(to).map(str::to_string) else {

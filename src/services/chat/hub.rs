@@ -71,19 +71,21 @@
 //! next step if two reactors' chat rates matter more than this
 //! simplicity (BENCHMARKS.md, "Chat over reactors").
 //!
-//! # The seam for sequencing elsewhere
+//! # Lines put in order elsewhere
 //!
-//! A thread that is not a reactor (a bridge to other daemons) injects a
-//! line already put in order elsewhere with [`Hub::deliver_sequenced`]:
-//! it lands in the inbox of every reactor hosting members of the room,
-//! which is rung, exactly like a line said here. Such a daemon builds its
-//! hub with [`Hub::across`] even with one reactor, so every line goes
-//! through the inboxes, and posts its own lines to the bridge instead of
-//! [`Inboxes::post`] (a third `Sequencer` variant); membership changes
-//! keep going through [`Inboxes::post`], since they are this daemon's.
-//! Nick claims are one call on the directory (`Rooms::rename`, reached
-//! through [`Hub::directory`]), so they can become a request answered
-//! later without reshaping the session.
+//! A daemon in a chat cluster (chat/cluster) takes a room's order from
+//! Redis: its sessions publish their lines instead of telling them, and
+//! the reactor that drives the link hands each line that comes back to
+//! the members with [`Hub::hand_to_room`]. With one reactor that is the
+//! fan-out itself, from the draining loop; with several it is
+//! [`Hub::deliver_sequenced`]: the line lands in the inbox of every
+//! reactor hosting members of the room, which is rung, exactly like a
+//! line said here, so the order Redis gave is the order of every inbox.
+//! Membership changes keep going through [`Inboxes::post`] at once (their
+//! notices come back from Redis like any line), since the members are
+//! this daemon's. A private line goes to its one member
+//! ([`Hub::hand_to`]), and the answer to a nick's claim wakes its session
+//! on the member's own reactor ([`Hub::wake`], `Posted::Wake`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -142,6 +144,9 @@ pub enum Posted {
     },
     /// A line for one member this reactor hosts (a `/msg`).
     To { member: MemberId, line: Bytes },
+    /// A wake-up for one member this reactor hosts: the answer to its
+    /// nick's claim has come (chat/cluster).
+    Wake { member: MemberId },
 }
 
 /// The membership change a room's line announces, applied by the member's
@@ -210,18 +215,70 @@ impl Hub {
         r
     }
 
-    /// The seam for lines put in order elsewhere: delivers `line`, already
-    /// sequenced, to every member of `room` on every reactor, by pushing
-    /// it into the inbox of each reactor hosting the room and ringing it.
-    /// Callable from any thread. With [`Sequencer::Local`] there are no
-    /// inboxes and nothing is delivered: a daemon that takes lines from
-    /// elsewhere builds its hub with [`Hub::across`].
-    pub fn deliver_sequenced(&self, room: &str, line: Bytes) {
+    /// The seam for lines put in order elsewhere (the chat cluster's link,
+    /// `cluster::Cluster::deliver`): hands `line`, already sequenced, to
+    /// every member of `room` on every reactor, and returns how many there
+    /// are. With [`Sequencer::Local`] the members are all this loop's and
+    /// get it through `post` at once; with [`Sequencer::Inboxes`] it goes
+    /// the way of [`Hub::deliver_sequenced`].
+    pub fn hand_to_room(&self, post: &mut Post<'_>, room: &str, line: Bytes) -> usize {
+        if let Sequencer::Inboxes(_) = &self.sequencer {
+            return self.deliver_sequenced(room, line);
+        }
+        let dir = self.directory();
+        let members = dir.members_of(room);
+        for m in members {
+            post.send_to(m.token, m.serial, line.clone());
+        }
+        members.len()
+    }
+
+    /// Pushes `line`, already sequenced, into the inbox of each reactor
+    /// hosting `room` and rings them, exactly like a line said here;
+    /// returns the members of the room. Callable from any thread. With
+    /// [`Sequencer::Local`] there are no inboxes and nothing is delivered
+    /// (see [`Hub::hand_to_room`]).
+    pub fn deliver_sequenced(&self, room: &str, line: Bytes) -> usize {
         self.locked(|dir, sequencer| {
             if let Sequencer::Inboxes(inboxes) = sequencer {
                 inboxes.post(dir, room, Change::None, Some(line));
             }
-        });
+            dir.members_of(room).len()
+        })
+    }
+
+    /// Hands `line` to one `member`, on whichever reactor it is.
+    pub fn hand_to(&self, post: &mut Post<'_>, member: MemberId, line: Bytes) {
+        match &self.sequencer {
+            Sequencer::Local => post.send_to(member.token, member.serial, line),
+            Sequencer::Inboxes(inboxes) => {
+                inboxes.post_to(member, line);
+                inboxes.ring();
+            }
+        }
+    }
+
+    /// Hands `line` to every member of the daemon; returns how many.
+    pub fn hand_to_everyone(&self, post: &mut Post<'_>, line: Bytes) -> usize {
+        let members: Vec<MemberId> = self.directory().member_ids().collect();
+        for &m in &members {
+            match &self.sequencer {
+                Sequencer::Local => post.send_to(m.token, m.serial, line.clone()),
+                Sequencer::Inboxes(inboxes) => inboxes.post_to(m, line.clone()),
+            }
+        }
+        if let Sequencer::Inboxes(inboxes) = &self.sequencer {
+            inboxes.ring();
+        }
+        members.len()
+    }
+
+    /// Wakes `member`'s session (`on_timer`) on its own reactor.
+    pub fn wake(&self, post: &mut Post<'_>, member: MemberId) {
+        match &self.sequencer {
+            Sequencer::Local => post.wake(member.token, member.serial),
+            Sequencer::Inboxes(inboxes) => inboxes.wake(member),
+        }
     }
 
     /// Rings the other reactors hosting `room`, so they publish fresh
@@ -271,6 +328,13 @@ impl Inboxes {
                 },
             );
         }
+    }
+
+    /// Leaves a wake-up for `member` in its reactor's inbox, and rings it:
+    /// its drain wakes the session (`Posted::Wake`).
+    pub fn wake(&self, member: MemberId) {
+        self.push(member.reactor, Posted::Wake { member });
+        self.ring();
     }
 
     /// Leaves `line` for `member` alone, in its reactor's inbox.
@@ -325,6 +389,7 @@ impl Inboxes {
         let bytes = match &posted {
             Posted::Room { line, .. } => line.as_ref().map_or(0, Bytes::len),
             Posted::To { line, .. } => line.len(),
+            Posted::Wake { .. } => 0,
         };
         let mut queue = inbox.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.is_empty() {
@@ -399,6 +464,10 @@ impl Hosted {
         }
         let mut batch = std::mem::take(&mut self.batch);
         for posted in batch.drain(..) {
+            if let Posted::Wake { member } = posted {
+                post.wake(member.token, member.serial);
+                continue;
+            }
             self.apply(posted, &mut |token, serial, line| {
                 post.send_to(token, serial, line)
             });
@@ -412,6 +481,8 @@ impl Hosted {
     pub fn apply(&mut self, posted: Posted, send: &mut impl FnMut(usize, u64, Bytes)) {
         match posted {
             Posted::To { member, line } => send(member.token, member.serial, line),
+            // Handled by the drain, which can wake a session.
+            Posted::Wake { .. } => {}
             Posted::Room { room, change, line } => {
                 match change {
                     Change::Joined(m) if m.reactor == self.index => {

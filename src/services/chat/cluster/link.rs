@@ -172,7 +172,10 @@ pub struct Link {
     /// Requests sent and not yet taken by the link thread: the loop
     /// counts up when it sends, the link down when it takes one.
     pub queued: Arc<AtomicUsize>,
-    pub events: Receiver<Event>,
+    /// The link's events, taken only by the reactor that drives the link
+    /// (a `Receiver` is not `Sync`, so every reactor's `Arc<Cluster>`
+    /// needs the lock; it is never contended).
+    pub events: std::sync::Mutex<Receiver<Event>>,
     /// Set by the link when it wakes the loop, cleared by the loop before
     /// it drains `events`.
     pub pending: Arc<AtomicBool>,
@@ -225,7 +228,7 @@ impl Link {
         Ok(Link {
             requests,
             queued,
-            events,
+            events: std::sync::Mutex::new(events),
             pending,
             stats,
             thread: Some(thread),
@@ -591,7 +594,12 @@ mod tests {
             nick_ttl: Duration::from_secs(3),
         };
         let link = Link::start(config, Arc::new(|| {}), Arc::default()).unwrap();
-        let first = link.events.recv_timeout(Duration::from_secs(10)).unwrap();
+        let first = link
+            .events
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap();
         assert!(matches!(first, Event::Down(_)), "{first:?}");
         let body = Body::Say {
             room: "lobby".into(),
@@ -603,7 +611,13 @@ mod tests {
             .unwrap();
         let mut seen = Vec::new();
         while seen.len() < 2 {
-            match link.events.recv_timeout(Duration::from_secs(10)).unwrap() {
+            match link
+                .events
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+            {
                 Event::Down(e) => panic!("told twice: {e}"),
                 e => seen.push(e),
             }

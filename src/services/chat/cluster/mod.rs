@@ -79,17 +79,17 @@
 //! read that view, so they cost no round trip; the view may lag a
 //! departure by one heartbeat when a daemon dies.
 //!
-//! # One reactor, for now
+//! # Several reactors
 //!
-//! A clustered daemon runs one reactor (`daemon.rs` refuses more), where
-//! the hub's sequencer is `Local` and every member is this loop's: the
-//! link's lines are handed out in the drain step straight from the
-//! directory. Spreading a clustered chat over reactors needs a third
-//! `Sequencer` (hub.rs, "The seam for sequencing elsewhere"): a line
-//! published by any reactor, and handed back by this link to every
-//! reactor hosting the room with `Hub::deliver_sequenced`; the membership
-//! changes keep going through the reactors' inboxes. What would not change
-//! is everything here: the link, the format, the claims and the view.
+//! A daemon has one link and one [`Cluster`], whatever its number of
+//! reactors: every reactor's sessions publish through it, claim through
+//! it and read its view, and the reactor that started it (the first one
+//! built) drains what the link received. It hands lines out through the
+//! hub (`Hub::hand_to_room`, hub.rs "Lines put in order elsewhere"): to
+//! its own members directly when it is the daemon's only reactor, else
+//! into the inbox of every reactor hosting the room, so each reactor's
+//! members get the room's lines in the order Redis relayed them. A claim's
+//! answer wakes the member on its own reactor (`Hub::wake`).
 
 mod calls;
 mod link;
@@ -98,13 +98,14 @@ mod view;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::hub::Hub;
-use super::rooms::{MemberId, Rooms};
+use super::rooms::MemberId;
 use crate::reactor::{Nudge, Post};
 pub use link::{BACKOFF_MAX, COMMAND_TIMEOUT, Claim, EVENT_QUEUE, REQUEST_QUEUE, Stats};
 use link::{Event, Link, LinkConfig, Request};
@@ -157,28 +158,50 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Congested;
 
-/// The loop's side of the cluster: owned by the chat's shared state.
+/// The daemon's side of the cluster: one per daemon, shared by every
+/// reactor (`Arc<Cluster>` in each reactor's `services::Shared`).
+///
+/// Every reactor's sessions publish through it, claim nicks through it
+/// and read its view; the reactor that started the link (the first one
+/// built) is the only one that drains the link's events, with
+/// [`Cluster::deliver`]. What a session touches per line is the request
+/// channel and two atomics; the locks (mode, view, claims) are taken for
+/// a claim, a `/who`, a `/rooms`, a `/msg`, and by the draining reactor,
+/// and never while another lock is held, so they cannot deadlock with the
+/// hub's directory.
 pub struct Cluster {
     /// This daemon's id in the cluster, random per start.
     me: String,
     link: Link,
-    mode: Mode,
+    /// Whether lines go through Redis now: `mode == Shared`, read once per
+    /// line said, so it is an atomic of its own.
+    shared: AtomicBool,
+    mode: Mutex<Mode>,
     /// The other daemons' members.
-    view: View,
+    view: Mutex<View>,
     /// The next claim's id.
-    next_claim: u64,
+    next_claim: AtomicU64,
+    /// Claims sent and not yet answered, and answers not yet taken.
+    claims: Mutex<Claims>,
+    /// Wakes the reactor that drives the link again when a turn leaves
+    /// events behind: the drain step runs after the turn's sleep was
+    /// decided, so asking for a turn through `Services::poll` would come
+    /// a turn late.
+    nudge: Nudge,
+}
+
+/// Nick claims in flight, whoever's reactor their member is on.
+#[derive(Default)]
+struct Claims {
     /// Claims sent and not yet answered, by id.
-    claims: HashMap<u64, MemberId>,
+    sent: HashMap<u64, MemberId>,
     /// Answers waiting for their session's `on_timer`.
     outcomes: HashMap<MemberId, Claim>,
-    /// Wakes this loop again when a turn leaves events behind: the drain
-    /// step runs after the turn's sleep was decided, so asking for a
-    /// turn through `Services::poll` would come a turn late.
-    nudge: Nudge,
 }
 
 impl Cluster {
     /// Starts the link to `address`; the chat is local until it is up.
+    /// `nudge` wakes the reactor that will drain the link.
     pub fn start(
         address: &str,
         nick_ttl: Duration,
@@ -197,18 +220,18 @@ impl Cluster {
         Ok(Cluster {
             me,
             link,
-            mode: Mode::Starting,
-            view: View::default(),
-            next_claim: 1,
-            claims: HashMap::new(),
-            outcomes: HashMap::new(),
+            shared: AtomicBool::new(false),
+            mode: Mutex::new(Mode::Starting),
+            view: Mutex::new(View::default()),
+            next_claim: AtomicU64::new(1),
+            claims: Mutex::new(Claims::default()),
             nudge,
         })
     }
 
     /// True while lines go through Redis.
     pub fn is_shared(&self) -> bool {
-        self.mode == Mode::Shared
+        self.shared.load(Ordering::Acquire)
     }
 
     /// The link's figures.
@@ -222,12 +245,12 @@ impl Cluster {
     }
 
     /// Publishes a room message; it is delivered here when it comes back.
-    pub fn publish(&mut self, body: Body) -> Result<(), Congested> {
+    pub fn publish(&self, body: Body) -> Result<(), Congested> {
         self.send(Request::Publish(body)).map_err(|_| Congested)
     }
 
     /// Sends a private line to `to`, a member of `daemon`.
-    pub fn direct(&mut self, daemon: &str, to: &str, line: String) -> Result<(), Congested> {
+    pub fn direct(&self, daemon: &str, to: &str, line: String) -> Result<(), Congested> {
         let body = Body::Msg {
             to: to.to_string(),
             line,
@@ -241,89 +264,100 @@ impl Cluster {
 
     /// Asks for `nick` (a fresh guest nick when `None`) for `member`; false
     /// when the request could not even be queued.
-    pub fn claim(&mut self, member: MemberId, nick: Option<&str>) -> bool {
-        let id = self.next_claim;
-        self.next_claim += 1;
+    pub fn claim(&self, member: MemberId, nick: Option<&str>) -> bool {
+        let id = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        // On the books before it is sent: the answer may be handed out by
+        // another reactor before this call returns.
+        lock(&self.claims).sent.insert(id, member);
         let request = Request::Claim {
             id,
             nick: nick.map(str::to_string),
         };
         if self.send(request).is_err() {
+            lock(&self.claims).sent.remove(&id);
             return false;
         }
-        self.claims.insert(id, member);
         true
     }
 
     /// The answer to `member`'s claim, once it has come.
-    pub fn take_outcome(&mut self, member: MemberId) -> Option<Claim> {
-        self.outcomes.remove(&member)
+    pub fn take_outcome(&self, member: MemberId) -> Option<Claim> {
+        lock(&self.claims).outcomes.remove(&member)
     }
 
     /// `member` stopped waiting (it timed out, or left): a late grant is
     /// given back.
-    pub fn abandon(&mut self, member: MemberId) {
-        self.claims.retain(|_, m| *m != member);
-        if let Some(Claim::Granted(nick)) = self.outcomes.remove(&member) {
+    pub fn abandon(&self, member: MemberId) {
+        let late = {
+            let mut claims = lock(&self.claims);
+            claims.sent.retain(|_, m| *m != member);
+            claims.outcomes.remove(&member)
+        };
+        if let Some(Claim::Granted(nick)) = late {
             self.release(&nick);
         }
     }
 
     /// Gives a nick back. A full queue loses the release: the claim then
     /// lapses with its TTL.
-    pub fn release(&mut self, nick: &str) {
+    pub fn release(&self, nick: &str) {
         let _ = self.send(Request::Release(nick.to_string()));
     }
 
-    /// The other daemons' members.
-    pub fn view(&self) -> &View {
-        &self.view
+    /// The other daemons' members, locked for one look.
+    pub fn view(&self) -> MutexGuard<'_, View> {
+        lock(&self.view)
     }
 
     /// Hands out what the link received: lines to this daemon's members of
     /// their room, claims' answers to their sessions, and the notices of
-    /// the link going down or up to everyone. At most `DELIVERY_BUDGET`
-    /// letters a turn. Runs on the daemon's one reactor (`chat.cluster` needs `reactors =
-    /// 1`), where the directory's members are all this loop's.
-    pub fn deliver(&mut self, hub: &Hub, post: &mut Post<'_>) {
+    /// the link going down or up to everyone, through the hub, which
+    /// reaches members on every reactor (`Hub::hand_to_room`). At most
+    /// `DELIVERY_BUDGET` letters a turn. Runs on the reactor that started
+    /// the link, the only one that calls it.
+    pub fn deliver(&self, hub: &Hub, post: &mut Post<'_>) {
         self.link.pending.store(false, Ordering::Release);
-        let rooms = hub.directory();
-        let rooms: &Rooms = &rooms;
+        let events = lock(&self.link.events);
         let mut letters = 0;
         while letters < DELIVERY_BUDGET {
-            let Ok(event) = self.link.events.try_recv() else {
+            let Ok(event) = events.try_recv() else {
                 return;
             };
             letters += match event {
                 Event::Up => {
-                    let notice = self.mode.up();
-                    let present = rooms
+                    let notice = lock(&self.mode).up();
+                    self.shared.store(true, Ordering::Release);
+                    let present = hub
+                        .directory()
                         .members()
                         .map(|m| (m.nick.clone(), m.room.clone()))
                         .collect();
                     let _ = self.send(Request::Present(present));
-                    notice.map_or(0, |n| tell_everyone(rooms, post, n))
+                    notice.map_or(0, |n| hub.hand_to_everyone(post, Bytes::from(n)))
                 }
                 Event::Down(reason) => {
-                    self.view = View::default();
-                    self.mode
-                        .down(&reason)
-                        .map_or(0, |n| tell_everyone(rooms, post, n))
+                    *lock(&self.view) = View::default();
+                    self.shared.store(false, Ordering::Release);
+                    let notice = lock(&self.mode).down(&reason);
+                    notice.map_or(0, |n| hub.hand_to_everyone(post, Bytes::from(n)))
                 }
                 Event::Received(envelope) => {
                     if envelope.from != self.me {
-                        self.view.apply(&envelope.from, &envelope.body);
+                        lock(&self.view).apply(&envelope.from, &envelope.body);
                     }
-                    hand_out(rooms, post, &envelope.body)
+                    hand_out(hub, post, &envelope.body)
                 }
-                Event::Bounced(body) => hand_out(rooms, post, &body),
+                Event::Bounced(body) => hand_out(hub, post, &body),
                 Event::Claimed { id, outcome } => {
-                    match self.claims.remove(&id) {
+                    let mut claims = lock(&self.claims);
+                    match claims.sent.remove(&id) {
                         Some(member) => {
-                            self.outcomes.insert(member, outcome);
-                            post.wake(member.token, member.serial);
+                            claims.outcomes.insert(member, outcome);
+                            drop(claims);
+                            hub.wake(post, member);
                         }
                         None => {
+                            drop(claims);
                             if let Claim::Granted(nick) = outcome {
                                 self.release(&nick);
                             }
@@ -333,7 +367,7 @@ impl Cluster {
                 }
                 Event::Snapshot(others) => {
                     if self.is_shared() {
-                        self.view.replace(others);
+                        lock(&self.view).replace(others);
                     }
                     0
                 }
@@ -355,39 +389,32 @@ impl Cluster {
     }
 }
 
-/// Queues a message's line for its recipients here: the members of its
-/// room, or the addressee of a private line. Returns the letters queued.
-fn hand_out(rooms: &Rooms, post: &mut Post<'_>, body: &Body) -> usize {
+/// Locks one of the cluster's tables. Nothing panics while one is held;
+/// a poisoned lock still holds a consistent table.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Hands a message's line to its recipients in this daemon: the members
+/// of its room, or the addressee of a private line, on whichever reactor
+/// each is. Returns the letters it makes.
+fn hand_out(hub: &Hub, post: &mut Post<'_>, body: &Body) -> usize {
     let Some(line) = body.line() else {
         return 0;
     };
     let line = Bytes::copy_from_slice(line.as_bytes());
     match body {
-        Body::Msg { to, .. } => match rooms.find(to) {
-            Some(id) => {
-                post.send_to(id.token, id.serial, line);
+        Body::Msg { to, .. } => {
+            let found = hub.directory().find(to);
+            found.map_or(0, |id| {
+                hub.hand_to(post, id, line);
                 1
-            }
-            None => 0,
-        },
-        _ => {
-            let members = body.room().map_or(&[][..], |room| rooms.members_of(room));
-            for m in members {
-                post.send_to(m.token, m.serial, line.clone());
-            }
-            members.len()
+            })
         }
+        _ => body
+            .room()
+            .map_or(0, |room| hub.hand_to_room(post, room, line)),
     }
-}
-
-fn tell_everyone(rooms: &Rooms, post: &mut Post<'_>, notice: String) -> usize {
-    let line = Bytes::from(notice);
-    let mut n = 0;
-    for id in rooms.member_ids() {
-        post.send_to(id.token, id.serial, line.clone());
-        n += 1;
-    }
-    n
 }
 
 /// A fresh id for this daemon: `d-` and 16 hex digits of randomness, so

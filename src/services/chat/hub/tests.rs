@@ -112,11 +112,32 @@ fn a_line_sequenced_elsewhere_is_delivered_to_every_hosting_reactor() {
         dir.arrive(member(0, 1)).unwrap();
         dir.arrive(member(1, 1)).unwrap();
     }
-    hub.deliver_sequenced(LOBBY, Bytes::from_static(b"from afar\n"));
+    assert_eq!(
+        hub.deliver_sequenced(LOBBY, Bytes::from_static(b"from afar\n")),
+        2
+    );
     hub.deliver_sequenced("nowhere", Bytes::from_static(b"lost\n"));
     for r in 0..2 {
         assert_eq!(drained(&hub, r), [said(LOBBY, "from afar\n")]);
     }
+}
+
+#[test]
+fn a_claims_answer_wakes_its_member_on_the_members_own_reactor_only() {
+    let hub = across(3);
+    let (m, n) = (member(1, 4), member(2, 7));
+    hub.directory().arrive(m).unwrap();
+    hub.directory().arrive(n).unwrap();
+    inboxes(&hub).wake(m);
+    assert_eq!(drained(&hub, 1), [Posted::Wake { member: m }]);
+    assert!(drained(&hub, 0).is_empty());
+    assert!(
+        drained(&hub, 2).is_empty(),
+        "not the other members' reactors"
+    );
+    // A wake-up is no line: it counts for nothing in the inbox's bytes.
+    inboxes(&hub).wake(n);
+    assert_eq!(inboxes(&hub).waiting(2), 0);
 }
 
 #[test]
