@@ -8,7 +8,8 @@
 #                sh benches/turns.sh [RUNS]
 #
 # SOCKETLAB and EXEC_BENCH name other builds to measure (exec_bench runs
-# the socketlab found one directory above its own).
+# the socketlab found one directory above its own); LOADS picks the loads
+# (default "echo chat exec"), e.g. LOADS=echo sh benches/turns.sh 5.
 #
 # Each line: the load, the longest turn, how many turns took over 10 ms
 # (from the turn histogram in /stats), and the 1-minute load average when
@@ -17,6 +18,8 @@ set -eu
 runs=${1:-3}
 bin=${SOCKETLAB:-target/release/socketlab}
 example=${EXEC_BENCH:-target/release/examples/exec_bench}
+loads=${LOADS:-echo chat exec}
+wants() { case " $loads " in *" $1 "*) return 0;; *) return 1;; esac; }
 dir=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 
@@ -54,20 +57,20 @@ PY
 
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
-for _ in $(seq "$runs"); do
+if wants echo; then for _ in $(seq "$runs"); do
     start
     $bin bench echo --addr "$echo_addr" --conns 1000 --duration 10s >/dev/null 2>&1
     report echo
     stop
-done
-for _ in $(seq "$runs"); do
+done; fi
+if wants chat; then for _ in $(seq "$runs"); do
     start
     $bin bench chat --addr "$chat" --members 1000 --messages 1000 >/dev/null 2>&1
     report chat
     stop
-done
-for _ in $(seq "$runs"); do
+done; fi
+if wants exec; then for _ in $(seq "$runs"); do
     # exec_bench starts its own daemon and prints its longest turn.
     $example 500 64 | grep -E "through the daemon|locally|ratio|longest" | head -4 | tr -s ' ' | paste -sd' '
     echo "exec   load $(cut -d' ' -f1 /proc/loadavg)"
-done
+done; fi

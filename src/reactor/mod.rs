@@ -64,7 +64,7 @@
 //! [`EVENTS_PER_TURN`] events. The others stay at the front of the
 //! kernel's ready list, ahead of anything that becomes ready later, and
 //! come with the next `poll()`, so no connection is skipped; but timers, the ready queue and
-//! the end-of-turn steps get their turn every 256 events instead of after
+//! the end-of-turn steps get their turn every 128 events instead of after
 //! a thousand. That does not make a saturated loop faster, and a client
 //! whose event is behind a thousand others still waits for all of them:
 //! what it bounds is the longest stretch between two looks at the clock.
@@ -181,9 +181,12 @@ pub const READ_CHUNK: usize = 128 * 1024;
 pub const WRITE_BUDGET: usize = 64 * 1024;
 /// Readiness events one `poll()` may return, so one turn's work is
 /// bounded: an echo turn costs some 17 µs per event on a loaded machine,
-/// and 1,024 events made 17 ms turns. The kernel keeps the events not
-/// returned, in order, for the next `poll()` (see "Fairness").
-const EVENTS_PER_TURN: usize = 256;
+/// and 1,024 events made 17 ms turns; at 256, one echo turn in some
+/// 100,000 still took over 10 ms of CPU, at 128 none was seen, and the
+/// extra `epoll_wait` calls did not show in the system calls per message
+/// (BENCHMARKS.md, "The loop's longest turn"). The kernel keeps the events
+/// not returned, in order, for the next `poll()` (see "Fairness").
+const EVENTS_PER_TURN: usize = 128;
 /// Connections one listener may accept per loop turn.
 const ACCEPT_BATCH: usize = 128;
 /// Letters delivered in one turn past which no more connections are
@@ -197,7 +200,7 @@ const MAIL_PER_TURN: u32 = 16_384;
 /// that reader: some 10 µs on the benchmark machine, so a chat line's
 /// fan-out to 1,000 members is 10 ms of writes (BENCHMARKS.md, "The
 /// loop's longest turn"). Echo at 1,000 connections writes at most
-/// `EVENTS_PER_TURN` (256) a turn and never meets it.
+/// `EVENTS_PER_TURN` (128) a turn and never meets it.
 const WRITES_PER_TURN: u32 = 512;
 /// Datagrams one UDP socket may receive per loop turn.
 const DATAGRAM_BATCH: usize = 64;
