@@ -221,9 +221,16 @@ fn without_redis_chat_goes_local_and_comes_back_shared() {
     assert_eq!(next_said(&mut a1), format!("{}: still here", a1.nick));
     b1.send("only here");
     assert_eq!(next_said(&mut b1), format!("{}: only here", b1.nick));
+    // A member arriving during the outage is told too, once, right after
+    // its welcome.
+    let mut a3 = Member::connect(&a);
+    a3.nick = chat_support::welcome_nick(&a3.line());
+    let told = a3.line();
+    assert!(told.starts_with("* chat is local only: "), "{told:?}");
+    a3.expect(&format!("* {} joined lobby", a3.nick));
 
     redis.restart();
-    for m in [&mut a1, &mut a2, &mut b1] {
+    for m in [&mut a1, &mut a2, &mut b1, &mut a3] {
         m.skip_until("* chat is shared again");
     }
     a1.send("across again");

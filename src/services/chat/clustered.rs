@@ -137,6 +137,15 @@ pub(super) fn is_shared(cx: &mut Cx<'_>) -> bool {
         .is_some_and(|c| c.is_shared())
 }
 
+/// What a member arriving now must be told of the cluster, if anything:
+/// that the chat is local only, while it is.
+pub(super) fn newcomer_notice(cx: &mut Cx<'_>) -> Option<String> {
+    cx.shared()
+        .chat_cluster
+        .as_ref()
+        .and_then(|c| c.newcomer_notice())
+}
+
 /// False when the cluster's queue is full: the sender waits, as for a
 /// congested room.
 pub(super) fn has_room(cx: &mut Cx<'_>) -> bool {

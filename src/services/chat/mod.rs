@@ -616,6 +616,9 @@ impl Session {
                     "* welcome {nick}; room {LOBBY}; {online} online; /help for commands"
                 );
             });
+            if let Some(notice) = clustered::newcomer_notice(cx) {
+                cx.write(notice.as_bytes());
+            }
             let joined = Some(notice(format_args!("{nick} joined {LOBBY}")));
             let said = Said::Joined { nick: &nick };
             say(

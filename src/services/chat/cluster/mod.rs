@@ -54,7 +54,8 @@
 //!
 //! While the link is down (Redis unreachable, or the subscription lost),
 //! a daemon's rooms are its own: lines are delivered at once, as without a
-//! cluster, and its members are told once. A line in flight when the link
+//! cluster, and its members are told once (a member arriving meanwhile, after
+//! its welcome: `Mode::newcomer_notice`). A line in flight when the link
 //! failed comes back unpublished and is delivered here only. When the link
 //! is back, the daemon claims its members' nicks again and publishes its
 //! presence again; members are told the chat is shared again.
@@ -137,6 +138,15 @@ impl Mode {
     pub fn up(&mut self) -> Option<String> {
         match std::mem::replace(self, Mode::Shared) {
             Mode::Local(_) => Some("* chat is shared again\n".to_string()),
+            Mode::Starting | Mode::Shared => None,
+        }
+    }
+
+    /// The notice for a member arriving now: while the chat is local only
+    /// it is told so, as the members already here were.
+    pub fn newcomer_notice(&self) -> Option<String> {
+        match self {
+            Mode::Local(reason) => Some(format!("* chat is local only: {reason}\n")),
             Mode::Starting | Mode::Shared => None,
         }
     }
@@ -232,6 +242,12 @@ impl Cluster {
     /// True while lines go through Redis.
     pub fn is_shared(&self) -> bool {
         self.shared.load(Ordering::Acquire)
+    }
+
+    /// What a member arriving now is told of the chat's mode, if anything
+    /// ([`Mode::newcomer_notice`]).
+    pub fn newcomer_notice(&self) -> Option<String> {
+        lock(&self.mode).newcomer_notice()
     }
 
     /// The link's figures.
@@ -448,6 +464,19 @@ mod tests {
         assert_eq!(mode.down("still refused"), None, "told once");
         assert_eq!(mode.up().as_deref(), Some("* chat is shared again\n"));
         assert_eq!(mode.up(), None);
+    }
+
+    #[test]
+    fn a_newcomer_is_told_only_while_the_chat_is_local() {
+        let mut mode = Mode::Starting;
+        assert_eq!(mode.newcomer_notice(), None, "nobody is told yet");
+        mode.down("refused");
+        assert_eq!(
+            mode.newcomer_notice().as_deref(),
+            Some("* chat is local only: refused\n")
+        );
+        mode.up();
+        assert_eq!(mode.newcomer_notice(), None);
     }
 
     #[test]
