@@ -84,6 +84,49 @@ fn skip_to_prefix(m: &mut Member, prefix: &str) -> String {
     }
 }
 
+/// Every member says `lines` lines at once, from threads of their own;
+/// checks that every member heard every line, all in one order, and each
+/// sender's in the order it sent them.
+fn all_talk_at_once(members: &mut [Member], lines: usize) {
+    let writers: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let mut w = m.stream().try_clone().unwrap();
+            std::thread::spawn(move || {
+                for i in 0..lines {
+                    w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let said = lines * members.len();
+    let heard: Vec<Vec<String>> = members
+        .iter_mut()
+        .map(|m| (0..said).map(|_| next_said(m)).collect())
+        .collect();
+    for (i, h) in heard.iter().enumerate().skip(1) {
+        assert_eq!(h, &heard[0], "member {i} heard another order");
+    }
+    for m in members.iter() {
+        let own: Vec<&String> = heard[0]
+            .iter()
+            .filter(|l| l.starts_with(&format!("{}: ", m.nick)))
+            .collect();
+        let expected: Vec<String> = (0..lines)
+            .map(|i| format!("{}: line {i}", m.nick))
+            .collect();
+        assert_eq!(
+            own,
+            expected.iter().collect::<Vec<_>>(),
+            "{}'s lines",
+            m.nick
+        );
+    }
+}
+
 #[test]
 fn members_on_two_daemons_see_every_line_in_one_order() {
     let Some(redis) = Redis::start_tcp() else {
@@ -99,38 +142,7 @@ fn members_on_two_daemons_see_every_line_in_one_order() {
         m.skip_until(&last);
     }
 
-    // Everyone talks at once, from threads of their own.
-    const LINES: usize = 50;
-    let writers: Vec<_> = members
-        .iter()
-        .map(|m| {
-            let mut w = m.stream().try_clone().unwrap();
-            std::thread::spawn(move || {
-                for i in 0..LINES {
-                    w.write_all(format!("line {i}\n").as_bytes()).unwrap();
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
-    let heard: Vec<Vec<String>> = members
-        .iter_mut()
-        .map(|m| (0..LINES * 4).map(|_| next_said(m)).collect())
-        .collect();
-    for (i, h) in heard.iter().enumerate().skip(1) {
-        assert_eq!(h, &heard[0], "member {i} heard another order");
-    }
-    // Each sender's lines arrive complete and in the order it sent them.
-    for nick in &nicks {
-        let own: Vec<&String> = heard[0]
-            .iter()
-            .filter(|l| l.starts_with(&format!("{nick}: ")))
-            .collect();
-        let expected: Vec<String> = (0..LINES).map(|i| format!("{nick}: line {i}")).collect();
-        assert_eq!(own, expected.iter().collect::<Vec<_>>());
-    }
+    all_talk_at_once(&mut members, 50);
 }
 
 #[test]
@@ -462,37 +474,7 @@ fn members_on_every_reactor_of_two_daemons_see_every_line_in_one_order() {
     let (a, b) = (clustered_on_two(&redis), clustered_on_two(&redis));
     let [a0, a1] = one_on_each(&a);
     let [b0, b1] = one_on_each(&b);
-    let mut members = [a0, a1, b0, b1];
-
-    const LINES: usize = 40;
-    let writers: Vec<_> = members
-        .iter()
-        .map(|m| {
-            let mut w = m.stream().try_clone().unwrap();
-            std::thread::spawn(move || {
-                for i in 0..LINES {
-                    w.write_all(format!("line {i}\n").as_bytes()).unwrap();
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
-    let heard: Vec<Vec<String>> = members
-        .iter_mut()
-        .map(|m| (0..LINES * 4).map(|_| next_said(m)).collect())
-        .collect();
-    for (i, h) in heard.iter().enumerate().skip(1) {
-        assert_eq!(h, &heard[0], "member {i} heard another order");
-    }
-    for m in &members {
-        let own = heard[0]
-            .iter()
-            .filter(|l| l.starts_with(&format!("{}: ", m.nick)))
-            .count();
-        assert_eq!(own, LINES, "every line of {} arrived", m.nick);
-    }
+    all_talk_at_once(&mut [a0, a1, b0, b1], 40);
 }
 
 #[test]
