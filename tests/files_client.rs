@@ -2,6 +2,7 @@
 //! files_client_support): transfers and their verification, resuming both
 //! ways, the login's signature check, the shell, and the JSON output.
 
+mod client_support;
 mod files_client_support;
 
 use files_client_support::{FakeFiles, Faults, PASSWORD, USER, content, run_in};

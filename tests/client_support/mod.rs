@@ -36,8 +36,16 @@ impl Finished {
 /// Runs `socketlab ARGS` with `stdin` as its input (not a terminal), and
 /// waits for it to exit, at most [`STEP`].
 pub fn run_client(args: &[&str], stdin: &[u8]) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_socketlab"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_socketlab"));
+    command.args(args);
+    run_command(command, args, stdin)
+}
+
+/// Runs `command` (`socketlab ARGS`, set up by the caller: its directory,
+/// its environment) with `stdin` as its input, and waits for it to exit,
+/// at most [`STEP`].
+pub fn run_command(mut command: Command, args: &[&str], stdin: &[u8]) -> Finished {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

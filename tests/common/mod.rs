@@ -40,8 +40,6 @@ impl Daemon {
         Daemon::start_with(args, |_| {})
     }
 
-    /// Like [`Daemon::start`], letting the caller adjust the command first
-    /// (an rlimit, environment variables).
     /// Starts the daemon as [`Daemon::start`] does, with at most `limit`
     /// open descriptors (`RLIMIT_NOFILE`, set in the child before `exec`).
     pub fn start_with_descriptor_limit(args: &[&str], limit: u64) -> Daemon {
@@ -64,6 +62,8 @@ impl Daemon {
         })
     }
 
+    /// Like [`Daemon::start`], letting the caller adjust the command first
+    /// (an rlimit, environment variables).
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let ready_path = dir.path().join("ready.json");

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -23,6 +23,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use socketlab::auth::scram::{self, StoredSecrets};
 use socketlab::codec::hex;
+
+pub use crate::client_support::Finished;
+use crate::client_support::run_command;
 
 /// How long any single test step may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(20);
@@ -371,69 +374,17 @@ fn recv(s: &mut TcpStream) -> Option<Value> {
     serde_json::from_slice(&json).ok()
 }
 
-/// What a finished client printed, and how it exited.
-#[derive(Debug)]
-pub struct Finished {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Finished {
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-}
-
 /// Runs `socketlab ARGS` in `dir` with `stdin` as its input (not a
 /// terminal) and without `SOCKETLAB_PASSWORD` unless `env` sets it; waits
 /// for it to exit, at most [`STEP`].
 pub fn run_in(dir: &Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_socketlab"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_socketlab"));
+    command
         .args(args)
         .current_dir(dir)
         .env_remove("SOCKETLAB_PASSWORD")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the socketlab binary starts");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let feeder = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let stderr = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + STEP;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("socketlab {args:?} did not exit within {STEP:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    feeder.join().unwrap();
-    Finished {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
+        .envs(env.iter().copied());
+    run_command(command, args, stdin)
 }
 
 /// `n` bytes that differ from one offset to the next (no repeating
