@@ -37,11 +37,10 @@
 //! the poll and learn of its end as an event. Only dying programs are
 //! polled, so an idle daemon never wakes up for the reaper.
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::subreaper::Registration;
-use super::sys::{Cgroup, group_exists, signal_group};
+use super::sys::{Cgroup, ChildPid, group_exists, signal_group};
 
 /// How often dying programs are checked.
 const REAP_POLL: Duration = Duration::from_millis(10);
@@ -53,7 +52,7 @@ pub struct Dying {
     pgid: i32,
     /// The leader until reaped; `None` when it was reaped already and only
     /// other members of its group were left.
-    leader: Option<Child>,
+    leader: Option<ChildPid>,
     /// The program's cgroup, if it has one: what left the group is still
     /// in it, and gets KILL with the group (or as soon as the group is
     /// gone). Removed when empty, on drop.
@@ -72,7 +71,7 @@ pub struct Dying {
 impl Dying {
     pub fn new(
         pgid: i32,
-        leader: Option<Child>,
+        leader: Option<ChildPid>,
         cgroup: Option<Cgroup>,
         registration: Option<Registration>,
         kill_at: Instant,
@@ -187,12 +186,19 @@ mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
 
-    fn spawn_group(script: &str) -> Child {
-        std::process::Command::new("sh")
+    fn spawn_group(script: &str) -> ChildPid {
+        let child = std::process::Command::new("sh")
             .args(["-c", script])
             .process_group(0)
             .spawn()
-            .expect("spawn sh")
+            .expect("spawn sh");
+        take_charge(child)
+    }
+
+    /// The reaper waits for the child from now on, as it does for a
+    /// program's leader.
+    fn take_charge(child: std::process::Child) -> ChildPid {
+        ChildPid::new(child.id())
     }
 
     /// Polls the reaper until it is empty, at most 10 s of real time.
@@ -244,6 +250,7 @@ mod tests {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line, "ready\n");
+        let child = take_charge(child);
         let pgid = child.id() as i32;
         signal_group(pgid, libc::SIGTERM);
         let mut reaper = Reaper::default();

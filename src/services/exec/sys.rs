@@ -1,8 +1,9 @@
 //! Every system call the exec service makes that Rust's standard library
-//! does not wrap: signals to process groups, pidfds, what a child does
-//! between `fork` and `exec`, and the per-program cgroup. Each `unsafe`
-//! block is here, with the reason it is sound next to it, so a reviewer
-//! reads one file to check them all.
+//! does not wrap: signals to process groups, pidfds, the spawn itself
+//! (in sys/spawn.rs, a module of this one) and the per-program cgroup.
+//! Each `unsafe` block of exec is here or in sys/spawn.rs, with the reason
+//! it is sound next to it, so a reviewer reads two files to check them
+//! all.
 //!
 //! # Why a cgroup, when there is a process group
 //!
@@ -20,7 +21,7 @@
 //! So where the daemon may create cgroups, each program gets one: a
 //! directory `<n>` under `socketlab-<daemon pid>` under the daemon's own
 //! cgroup (found in `/proc/self/cgroup` and `/proc/self/mountinfo`). The
-//! child joins it between `fork` and `exec`, before the program runs a
+//! child joins it between `clone` and `exec`, before the program runs a
 //! single instruction; the reaper kills what is left in it and removes the
 //! directory once it is empty. Where the daemon may not (no cgroup v2, no
 //! write access: an unprivileged daemon under systemd without delegation,
@@ -37,10 +38,8 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 // ----- Process groups and pidfds ---------------------------------------------
 
@@ -130,71 +129,13 @@ pub fn reap_if_ended(pid: i32) -> bool {
     }
 }
 
-// ----- Between fork and exec -------------------------------------------------
+// ----- The spawn -------------------------------------------------------------
 
-/// Arranges for the child of `command` to start clean (see [`start_clean`])
-/// and, given a cgroup's `cgroup.procs`, to move itself into that cgroup
-/// before `exec`.
-pub fn prepare_child(command: &mut Command, cgroup_procs: Option<RawFd>) {
-    // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe calls are allowed; it makes nothing but plain
-    // system calls (signal, close_range, write), allocating nothing and
-    // taking no lock. The descriptor it writes to is open in the parent
-    // until `spawn` returns, so it is open in the child.
-    unsafe {
-        command.pre_exec(move || {
-            start_clean();
-            if let Some(fd) = cgroup_procs {
-                join_cgroup(fd);
-            }
-            Ok(())
-        });
-    }
-}
+// Starting a program with `clone(CLONE_VM | CLONE_VFORK)`: the longest
+// piece of unsafe code in exec, so it has a file of its own.
+mod spawn;
 
-/// In the child, just before `exec`: what the daemon inherited must not
-/// reach the program.
-///
-/// - Signals the daemon ignores (it may have been started with `nohup`, or
-///   in the background of a script, which ignores INT and QUIT) would stay
-///   ignored across `exec`, and a client's INT would then do nothing. Each
-///   is set back to its default, as a login shell would find it. (glibc
-///   keeps two real-time signals for itself and refuses to touch them;
-///   they are left as they are.)
-/// - Descriptors the daemon was *given* without close-on-exec (its own are
-///   all opened close-on-exec) would be open in the program. They are
-///   marked close-on-exec in one call (`close_range`, Linux 5.11); on an
-///   older kernel they stay as they are.
-fn start_clean() {
-    for signal in 1..libc::SIGRTMIN() {
-        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-            // SAFETY: async-signal-safe; an error (a signal glibc reserves)
-            // leaves that signal alone.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-    }
-    // SAFETY: async-signal-safe; it only sets flags on descriptors.
-    unsafe {
-        libc::close_range(
-            3,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
-        );
-    }
-}
-
-/// In the child: writes `0` ("the writing process") to the cgroup's
-/// `cgroup.procs`. A failure leaves the child where it is, guarded by its
-/// process group only; failing the spawn for it would turn a weaker
-/// guarantee into no service.
-fn join_cgroup(procs: RawFd) {
-    // SAFETY: async-signal-safe; write(2) reads one byte of a static.
-    unsafe {
-        libc::write(procs, b"0".as_ptr().cast(), 1);
-    }
-}
+pub use spawn::{ChildPid, Spawn};
 
 // ----- Cgroups ---------------------------------------------------------------
 
@@ -276,9 +217,9 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// The descriptor the child writes itself into (see [`prepare_child`]).
-    pub fn procs_fd(&self) -> Option<RawFd> {
-        self.procs.as_ref().map(AsRawFd::as_raw_fd)
+    /// The descriptor the child writes itself into (see [`Spawn::spawn`]).
+    pub fn procs_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.procs.as_ref().map(AsFd::as_fd)
     }
 
     /// The child has been spawned: the daemon needs the descriptor no more.
