@@ -617,6 +617,7 @@ impl Program {
                 cx.now() + self.kill_grace,
             ))
         } else {
+            self.recycle_cgroup(cx);
             None
         };
         (exit, leftover)
@@ -635,6 +636,7 @@ impl Program {
         }
         let pgid = self.pgid();
         if self.child.is_none() && !group_exists(pgid) && !self.cgroup_populated() {
+            self.recycle_cgroup(cx);
             return None;
         }
         self.signal_group(libc::SIGTERM);
@@ -645,6 +647,13 @@ impl Program {
             self.registration.take(),
             cx.now() + self.kill_grace,
         ))
+    }
+
+    /// The program's cgroup, just found empty, goes back for reuse.
+    fn recycle_cgroup(&mut self, cx: &mut Cx<'_>) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cx.shared().exec.recycle_cgroup(cgroup);
+        }
     }
 
     fn cgroup_populated(&self) -> bool {

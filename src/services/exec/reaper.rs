@@ -23,7 +23,7 @@
 //!      KILL through the cgroup until it is empty (what left the group) <────┘
 //!                       │
 //!                       v
-//!               cgroup removed (done)
+//!          cgroup empty: back for reuse (done)
 //! ```
 //!
 //! Without a cgroup, what left the group is the subreaper's to find
@@ -55,7 +55,8 @@ pub struct Dying {
     leader: Option<ChildPid>,
     /// The program's cgroup, if it has one: what left the group is still
     /// in it, and gets KILL with the group (or as soon as the group is
-    /// gone). Removed when empty, on drop.
+    /// gone). Handed back for reuse once empty (dropped before that, it
+    /// is removed).
     /// (Boxed: it is rarely there, and `Dying` travels in `Result`s.)
     cgroup: Option<Box<Cgroup>>,
     /// The program's place in the registry of spawned pids, dropped with
@@ -128,12 +129,8 @@ impl Dying {
                 cgroup.kill();
                 false
             }
-            Some(cgroup) if group_done => {
-                if let Err(e) = cgroup.remove() {
-                    log::debug!("exec: removing the cgroup of {}: {e}", self.pgid);
-                }
-                true
-            }
+            // Empty: done, and the cgroup goes back for reuse.
+            Some(_) if group_done => true,
             _ => group_done,
         }
     }
@@ -143,6 +140,9 @@ impl Dying {
 #[derive(Debug, Default)]
 pub struct Reaper {
     dying: Vec<Dying>,
+    /// The cgroups of programs done with, found empty: for the service to
+    /// reuse ([`Reaper::take_emptied`]).
+    emptied: Vec<Cgroup>,
 }
 
 impl Reaper {
@@ -155,7 +155,16 @@ impl Reaper {
     /// running count can drop) and when the reaper next needs a turn.
     pub fn poll(&mut self, now: Instant) -> (usize, Option<Instant>) {
         let before = self.dying.len();
-        self.dying.retain_mut(|d| !d.step(now));
+        let emptied = &mut self.emptied;
+        self.dying.retain_mut(|d| {
+            if !d.step(now) {
+                return true;
+            }
+            if let Some(cgroup) = d.cgroup.take() {
+                emptied.push(*cgroup);
+            }
+            false
+        });
         let done = before - self.dying.len();
         let next = self
             .dying
@@ -169,6 +178,12 @@ impl Reaper {
             })
             .min();
         (done, next)
+    }
+
+    /// The cgroups of the programs done with since the last call, each
+    /// found empty.
+    pub fn take_emptied(&mut self) -> Vec<Cgroup> {
+        std::mem::take(&mut self.emptied)
     }
 
     /// Programs not yet reaped.

@@ -138,12 +138,9 @@ impl Launcher for Spawner {
         let job = Job::new(SPAWN_JOB, move || {
             let spawning = Spawning::begin();
             let mut slot = lock(&job_slot);
-            let procs = slot.cgroup.as_ref().and_then(Cgroup::procs_fd);
+            let procs = slot.cgroup.as_ref().map(Cgroup::procs_fd);
             let spawned = spawn.spawn(procs);
             slot.registration = spawning.end(spawned.as_ref().ok().map(|c| c.pid));
-            if let Some(cgroup) = slot.cgroup.as_mut() {
-                cgroup.joined();
-            }
             spawned.map(JobOutput::Child)
         })
         .on_orphan(move |output| {

@@ -139,13 +139,32 @@ pub use spawn::{ChildPid, Spawn};
 
 // ----- Cgroups ---------------------------------------------------------------
 
+/// How many empty program cgroups are kept for reuse (see
+/// [`CgroupParent::recycle`]); beyond this they are removed.
+pub const SPARE_CGROUPS: usize = 16;
+
 /// Where this daemon's program cgroups live: `socketlab-<pid>` under the
 /// daemon's own cgroup. Removed (when empty) on drop.
+///
+/// # Reused, not made anew
+///
+/// A cgroup made for one program and removed after it costs more than
+/// its `mkdir` and `rmdir`: the first process to enter a fresh cgroup
+/// makes the kernel build new bookkeeping for it (a `css_set`), and
+/// starting `true` into fresh cgroups measured about 0.25 ms slower per
+/// program than into a reused one (BENCHMARKS.md, "exec without fork").
+/// So a program's cgroup, once empty, goes back to a short list of spares
+/// ([`SPARE_CGROUPS`]) and the next program takes it from there. An empty
+/// cgroup of ours is as good as a new one: nothing can enter it except
+/// by a spawn of ours, since its members are the only processes whose
+/// children are born in it.
 #[derive(Debug)]
 pub struct CgroupParent {
     dir: PathBuf,
     /// Names the next program's cgroup.
     next: u64,
+    /// Empty cgroups waiting for a program, at most [`SPARE_CGROUPS`].
+    spare: Vec<Cgroup>,
 }
 
 impl CgroupParent {
@@ -170,15 +189,23 @@ impl CgroupParent {
                 "cgroup.kill missing (Linux 5.14 or later needed)",
             ));
         }
-        Ok(CgroupParent { dir, next: 0 })
+        Ok(CgroupParent {
+            dir,
+            next: 0,
+            spare: Vec::new(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// A new, empty cgroup for one program.
+    /// An empty cgroup for one program: a spare if there is one, else a
+    /// new one.
     pub fn child(&mut self) -> io::Result<Cgroup> {
+        if let Some(spare) = self.spare.pop() {
+            return Ok(spare);
+        }
         self.next += 1;
         let dir = self.dir.join(self.next.to_string());
         fs::create_dir(&dir).map_err(|e| with_path(e, "mkdir", &dir))?;
@@ -187,44 +214,49 @@ impl CgroupParent {
             .open(dir.join("cgroup.procs"))
             .map_err(|e| with_path(e, "open", &dir.join("cgroup.procs")));
         match procs {
-            Ok(procs) => Ok(Cgroup {
-                dir,
-                procs: Some(procs),
-            }),
+            Ok(procs) => Ok(Cgroup { dir, procs }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
             }
         }
     }
+
+    /// Takes back a program's cgroup that its caller has just found empty
+    /// ([`Cgroup::is_populated`]), to be given to a later program; removes
+    /// it if there are spares enough.
+    pub fn recycle(&mut self, cgroup: Cgroup) {
+        if self.spare.len() < SPARE_CGROUPS {
+            self.spare.push(cgroup);
+        }
+    }
 }
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
+        // The spares first: a parent with children cannot be removed.
+        self.spare.clear();
         // Empty by now unless a program outlived shutdown, in which case
         // the directory stays for the operator to see.
         let _ = fs::remove_dir(&self.dir);
     }
 }
 
-/// One program's cgroup. The reaper kills what is in it and removes it
-/// when empty; dropping it tries once more.
+/// One program's cgroup. Once it is empty it goes back to its parent for
+/// the next program ([`CgroupParent::recycle`]); the reaper kills what is
+/// in it and hands it back when empty. Dropped, it is removed.
 #[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, open for the child to join; closed once it has.
-    procs: Option<fs::File>,
+    /// `cgroup.procs`, open for the child to join: open for as long as
+    /// the cgroup is ours, so a reused cgroup costs no `open`.
+    procs: fs::File,
 }
 
 impl Cgroup {
     /// The descriptor the child writes itself into (see [`Spawn::spawn`]).
-    pub fn procs_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.procs.as_ref().map(AsFd::as_fd)
-    }
-
-    /// The child has been spawned: the daemon needs the descriptor no more.
-    pub fn joined(&mut self) {
-        self.procs = None;
+    pub fn procs_fd(&self) -> BorrowedFd<'_> {
+        self.procs.as_fd()
     }
 
     /// Whether any process is still in the cgroup (`populated 1` in

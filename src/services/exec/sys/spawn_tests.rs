@@ -6,7 +6,11 @@ use super::*;
 use std::io::Read;
 use std::path::PathBuf;
 
-use crate::services::exec::sys::CgroupParent;
+use crate::services::exec::sys::{Cgroup, CgroupParent, SPARE_CGROUPS};
+
+/// Held by the tests that make cgroups: they share this process's parent
+/// cgroup, and each names its children from 1.
+static CGROUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const ENV_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -266,16 +270,59 @@ fn a_nul_byte_is_refused_before_anything_starts() {
 
 #[test]
 fn the_program_joins_its_cgroup_before_it_runs() {
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let Ok(mut parent) = CgroupParent::create() else {
         eprintln!("skipped: this process may not create cgroups");
         return;
     };
     let cgroup = parent.child().unwrap();
-    let child = waiting_cat(cgroup.procs_fd());
+    let child = waiting_cat(Some(cgroup.procs_fd()));
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", child.pid)).unwrap();
     let line = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
     let name = cgroup.dir.file_name().unwrap().to_str().unwrap();
     assert!(line.ends_with(&format!("/{name}")), "{line}");
     assert!(cgroup.is_populated());
     finish(child);
+}
+
+#[test]
+fn an_emptied_cgroup_goes_to_the_next_program() {
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Ok(mut parent) = CgroupParent::create() else {
+        eprintln!("skipped: this process may not create cgroups");
+        return;
+    };
+    let cgroup = parent.child().unwrap();
+    let first = cgroup.dir.clone();
+    let child = waiting_cat(Some(cgroup.procs_fd()));
+    finish(child);
+    assert!(!cgroup.is_populated());
+    parent.recycle(cgroup);
+    let again = parent.child().unwrap();
+    assert_eq!(again.dir, first);
+    let child = waiting_cat(Some(again.procs_fd()));
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", child.pid)).unwrap();
+    assert!(
+        own.trim_end()
+            .ends_with(first.to_str().unwrap().rsplit('/').next().unwrap())
+    );
+    finish(child);
+}
+
+#[test]
+fn spares_are_kept_up_to_the_limit_and_the_rest_removed() {
+    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let Ok(mut parent) = CgroupParent::create() else {
+        eprintln!("skipped: this process may not create cgroups");
+        return;
+    };
+    let cgroups: Vec<Cgroup> = (0..SPARE_CGROUPS + 1)
+        .map(|_| parent.child().unwrap())
+        .collect();
+    let last = cgroups.last().unwrap().dir.clone();
+    for cgroup in cgroups {
+        parent.recycle(cgroup);
+    }
+    assert_eq!(parent.spare.len(), SPARE_CGROUPS);
+    assert!(!last.exists(), "the one too many is removed");
 }
