@@ -21,9 +21,9 @@
 //! (`pidfd_open(2)`, Linux 5.3): a descriptor that turns readable when the
 //! process ends, so its exit arrives as one more readiness event instead of
 //! a `SIGCHLD` handler that would have to find out which child it was
-//! about. `waitpid()` (through [`ChildPid::try_wait`]) then collects the status
-//! without blocking and frees the zombie. On an older kernel the program's
-//! exit is polled from a timer instead.
+//! about. `waitpid()` (through `ChildPid::try_wait`, sys/spawn.rs) then
+//! collects the status without blocking and frees the zombie. On an older
+//! kernel the program's exit is polled from a timer instead.
 //!
 //! # Output first, exit last
 //!

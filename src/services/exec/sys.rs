@@ -22,8 +22,9 @@
 //! directory `<n>` under `socketlab-<daemon pid>` under the daemon's own
 //! cgroup (found in `/proc/self/cgroup` and `/proc/self/mountinfo`). The
 //! child joins it between `clone` and `exec`, before the program runs a
-//! single instruction; the reaper kills what is left in it and removes the
-//! directory once it is empty. Where the daemon may not (no cgroup v2, no
+//! single instruction; the reaper kills what is left in it, and once it
+//! is empty it waits, a spare, for a later program ([`CgroupParent`] says
+//! why). Where the daemon may not (no cgroup v2, no
 //! write access: an unprivileged daemon under systemd without delegation,
 //! or `exec.cgroups = false`), it says so in its start log, and
 //! docs/security.md says what is then not guaranteed.
