@@ -150,10 +150,11 @@ pub const SPARE_CGROUPS: usize = 16;
 /// # Reused, not made anew
 ///
 /// A cgroup made for one program and removed after it costs more than
-/// its `mkdir` and `rmdir`: the first process to enter a fresh cgroup
-/// makes the kernel build new bookkeeping for it (a `css_set`), and
-/// starting `true` into fresh cgroups measured about 0.25 ms slower per
-/// program than into a reused one (BENCHMARKS.md, "exec without fork").
+/// its `mkdir` and `rmdir` (some 40 µs): starting `true` into a fresh
+/// cgroup each time measured 0.14 to 0.36 ms slower per program than into
+/// a reused one (BENCHMARKS.md, "exec without fork"), most likely the
+/// kernel building its bookkeeping (a `css_set`) for the first process to
+/// enter a cgroup.
 /// So a program's cgroup, once empty, goes back to a short list of spares
 /// ([`SPARE_CGROUPS`]) and the next program takes it from there. An empty
 /// cgroup of ours is as good as a new one: nothing can enter it except
