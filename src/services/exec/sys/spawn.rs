@@ -109,10 +109,10 @@ impl Spawn {
 
     /// Starts the program; returns once the child's `execve` has passed
     /// the point of no return (its memory replaced; the kernel closes its
-    /// close-on-exec descriptors a moment later). Given a
-    /// cgroup's `cgroup.procs`, the child moves itself there first; a
-    /// failure to move leaves it where it is, as a weaker guarantee is
-    /// better than no service (sys.rs explains the cgroup).
+    /// close-on-exec descriptors a moment later). Given a cgroup's
+    /// `cgroup.procs`, the child moves itself there first; a failure to
+    /// move leaves it where it is, as a weaker guarantee is better than
+    /// no service (sys.rs explains the cgroup).
     ///
     /// An error is the first step that failed in the child (or in the
     /// parent's preparation): `NotFound` or `PermissionDenied` from
