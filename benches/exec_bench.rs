@@ -8,7 +8,9 @@
 //! ```
 //!
 //! It starts its own daemon (`target/release/socketlab serve --port-base 0`,
-//! found next to this example's binary) with a fresh data dir, then measures:
+//! found next to this example's binary, or the binary `SOCKETLAB` names,
+//! to compare two builds; `SOCKETLAB_ARGS` adds arguments, e.g.
+//! `--set exec.cgroups=false`) with a fresh data dir, then measures:
 //!
 //! 1. programs per second: `true` run RUNS times (default 500) one after the
 //!    other over one authenticated connection, against spawning `true` RUNS
@@ -194,18 +196,26 @@ impl Client {
 }
 
 fn start_daemon(dir: &Path) -> std::process::Child {
-    let exe = std::env::current_exe().expect("current exe");
-    let socketlab: PathBuf = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("socketlab"))
-        .expect("target dir");
+    let socketlab: PathBuf = match std::env::var_os("SOCKETLAB") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .expect("current exe")
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("socketlab"))
+            .expect("target dir"),
+    };
     Command::new(&socketlab)
         .args(["serve", "--port-base", "0", "--log-level", "warn"])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--ready-file")
         .arg(dir.join("ready.json"))
+        .args(
+            std::env::var("SOCKETLAB_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .spawn()
         .unwrap_or_else(|e| {
             panic!(

@@ -165,7 +165,7 @@ pub use listener::ListenSocket;
 use listener::{Listener, Reserve, UdpEndpoint};
 pub use metrics::Metrics;
 pub use outbox::Outbox;
-pub use pool::{Job, JobError, JobOutput, QueueFull};
+pub use pool::{ChildProcess, Job, JobError, JobOutput, QueueFull};
 use pool::{POOL_THREADS, Pool};
 pub use post::Nudge;
 pub use session::{CloseReason, ServiceLimits, Services, Session, SourceEvent};

@@ -59,6 +59,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -95,10 +96,25 @@ pub enum JobOutput {
     Size(u64),
     /// An opened file, handed to the loop (to `Cx::send_file`, say).
     File(std::fs::File),
-    /// A spawned child process. Dropping a `Child` neither kills nor reaps
-    /// it, so a job that spawns one sets an [`Job::on_orphan`] cleanup that
-    /// does both.
-    Child(std::process::Child),
+    /// A spawned child process. Dropping it neither kills nor reaps the
+    /// child, so a job that spawns one sets an [`Job::on_orphan`] cleanup
+    /// that does both.
+    Child(ChildProcess),
+}
+
+/// A child process as a job hands it over: its pid and the daemon's ends
+/// of its standard pipes. Plain data: the service that spawned it knows
+/// how to wait for it and what its pipes carry.
+#[derive(Debug)]
+pub struct ChildProcess {
+    /// The child's pid; it stays the child's until someone reaps it.
+    pub pid: u32,
+    /// The writing end of the child's stdin, when that is a pipe.
+    pub stdin: Option<OwnedFd>,
+    /// The reading end of the child's stdout.
+    pub stdout: OwnedFd,
+    /// The reading end of the child's stderr.
+    pub stderr: OwnedFd,
 }
 
 /// Why a job has no output.

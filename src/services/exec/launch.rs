@@ -1,21 +1,20 @@
 //! Starting a program: what `argv` really executes (the allowlist, the
-//! shell, the lookup in [`CHILD_PATH`]), and the command that spawns it
+//! shell, the lookup in [`CHILD_PATH`]), and the spawn that starts it
 //! with a clean environment in its own process group and cgroup.
 //!
 //! The spawn itself runs on the helper pool (running.rs): these are the
 //! pure decisions before it and the shape of the command it runs, so they
 //! are unit-tested without starting anything.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use super::program::Program;
 use super::request::{Command, Refusal};
-use super::sys::{self, Cgroup};
+use super::sys::Spawn;
 
 /// The `PATH` a program gets, and the directories a bare program name is
 /// looked up in.
@@ -89,40 +88,34 @@ pub struct Launch {
 }
 
 impl Program {
-    /// The command that starts the program: argv, a clean environment, its
-    /// own process group, pipes, and [`start_clean`] in the child.
+    /// The spawn that starts the program: argv with `argv[0]` as sent, a
+    /// clean environment (`PATH`, `HOME`, `LANG` and nothing else), the
+    /// workdir, and stdin piped or `/dev/null`. What the child does
+    /// before `execve` (its own process group, signals back to their
+    /// defaults, inherited descriptors closed, the cgroup joined) is
+    /// sys/spawn.rs's.
     ///
-    /// It is spawned on the helper pool, not here (see the session): the
-    /// `pre_exec` step makes std `fork()` the daemon rather than use
-    /// `posix_spawn`, and a fork copies the page tables of the whole
-    /// process, a cost that grows with the daemon's memory and that every
-    /// client would wait out if the loop paid it.
-    pub fn command(launch: &Launch, cgroup: Option<&Cgroup>) -> std::process::Command {
-        let mut command = std::process::Command::new(&launch.program);
-        command
-            .arg0(&launch.argv[0])
-            .args(&launch.argv[1..])
-            .env_clear()
-            .env("PATH", CHILD_PATH)
-            .env("HOME", &launch.workdir)
-            .env("LANG", "C.UTF-8")
-            .current_dir(&launch.workdir)
-            // Its own process group, so the group can be signalled as a
-            // whole, and a Ctrl-C at the daemon's terminal does not reach it.
-            .process_group(0)
-            .stdin(if launch.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Its own cgroup too, where the daemon may make one: a process
-        // group can be left, a cgroup cannot (see `sys`). The child joins
-        // it through `cgroup.procs`, which must stay open until the spawn
-        // is over (`Cgroup::joined`).
-        sys::prepare_child(&mut command, cgroup.and_then(Cgroup::procs_fd));
-        command
+    /// The spawn runs on the helper pool, not here (see the session):
+    /// the child shares the daemon's memory until it calls `execve`, and
+    /// the thread that spawns it sleeps until then. That is short (no page
+    /// tables are copied, as a `fork` would), but it includes opening
+    /// the program's file, which on a slow filesystem every client would
+    /// wait out if the loop paid for it.
+    ///
+    /// Fails (`InvalidInput`) if an argument holds a NUL byte.
+    pub fn command(launch: &Launch) -> io::Result<Spawn> {
+        let home = launch.workdir.as_os_str();
+        Spawn::new(
+            &launch.program,
+            &launch.argv,
+            &[
+                ("PATH", OsStr::new(CHILD_PATH)),
+                ("HOME", home),
+                ("LANG", OsStr::new("C.UTF-8")),
+            ],
+            &launch.workdir,
+            launch.stdin,
+        )
     }
 
     /// What the client is told when [`Program::command`] failed to spawn.
@@ -146,6 +139,7 @@ impl Program {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sys;
     use super::*;
     use std::os::unix::process::ExitStatusExt;
 
@@ -222,6 +216,7 @@ mod tests {
 
     #[test]
     fn group_exists_sees_a_live_group_and_not_a_finished_one() {
+        use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .process_group(0)

@@ -72,17 +72,17 @@
 //!
 //! # Spawning off the loop
 //!
-//! Starting a program forks the daemon (see [`Program::command`]), which
-//! costs more the more memory the daemon has, so the spawn is a job for the
-//! helper pool and the loop goes on serving meanwhile. Until the job's
-//! result arrives the session is `Spawning`: it decodes nothing further and
-//! holds its input, so a `stdin` frame sent right behind the `run` waits
-//! with the reactor and reaches the program in order once it runs. The
-//! program counts against `exec.max_running` (the daemon's, over every
-//! reactor) from the moment its `run` is taken up. A connection that ends while its program is being spawned
-//! gives the slot back at once; the child, when it comes, is killed and
-//! reaped by the job's cleanup (or, if the result is still delivered, by
-//! the reaper).
+//! The thread that starts a program sleeps until the child's `execve`
+//! (sys/spawn.rs: a `vfork`-style clone), which opens the program's file,
+//! so the spawn is a job for the helper pool and the loop goes on serving
+//! meanwhile. Until the job's result arrives the session is `Spawning`: it
+//! decodes nothing further and holds its input, so a `stdin` frame sent
+//! right behind the `run` waits with the reactor and reaches the program in
+//! order once it runs. The program counts against `exec.max_running` (the
+//! daemon's, over every reactor) from the moment its `run` is taken up. A
+//! connection that ends while its program is being spawned gives the slot
+//! back at once; the child, when it comes, is killed and reaped by the
+//! job's cleanup (or, if the result is still delivered, by the reaper).
 //!
 //! # A client that goes away
 //!

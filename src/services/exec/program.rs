@@ -1,5 +1,5 @@
 //! One running program, on the reactor: taking it over once spawned
-//! (launch.rs builds the command), streaming its pipes, noticing its exit,
+//! (launch.rs prepares the spawn, sys/spawn.rs does it), streaming its pipes, noticing its exit,
 //! and stopping it.
 //!
 //! # A child process as three pipes and a descriptor
@@ -21,9 +21,9 @@
 //! (`pidfd_open(2)`, Linux 5.3): a descriptor that turns readable when the
 //! process ends, so its exit arrives as one more readiness event instead of
 //! a `SIGCHLD` handler that would have to find out which child it was
-//! about. `waitpid()` (through [`Child::try_wait`]) then collects the status
-//! without blocking and frees the zombie. On an older kernel the program's
-//! exit is polled from a timer instead.
+//! about. `waitpid()` (through `ChildPid::try_wait`, sys/spawn.rs) then
+//! collects the status without blocking and frees the zombie. On an older
+//! kernel the program's exit is polled from a timer instead.
 //!
 //! # Output first, exit last
 //!
@@ -48,7 +48,7 @@
 //!
 //! Every signal goes to the program's *process group*, not just its pid:
 //! the program was started as the leader of a new group
-//! (`process_group(0)`), so `kill(-pgid, sig)` also reaches what it
+//! (`setpgid(0, 0)` in the child), so `kill(-pgid, sig)` also reaches what it
 //! started (a shell's pipeline, say). On a timeout the group gets TERM,
 //! then KILL after `exec.kill_grace_ms`; a program whose connection goes
 //! away is handed to the service's reaper ([`super::reaper`]), which does
@@ -58,7 +58,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -70,8 +70,9 @@ use super::launch::Launch;
 use super::reaper::Dying;
 use super::request::{Exit, Refusal, Signal, signal_name};
 use super::subreaper::Registration;
-use super::sys::{Cgroup, group_exists, pidfd_open, signal_group};
+use super::sys::{Cgroup, ChildPid, group_exists, pidfd_open, signal_group};
 use crate::codec::frame;
+use crate::reactor::ChildProcess;
 use crate::services::Cx;
 
 /// How often a program's exit is polled where `pidfd_open` is missing.
@@ -232,7 +233,7 @@ pub struct Program {
     /// Its pid, which is also its process group's id.
     pid: u32,
     /// The child until it is reaped.
-    child: Option<Child>,
+    child: Option<ChildPid>,
     /// The program's cgroup, if the daemon could make one: it holds every
     /// descendant, even those that left the process group.
     cgroup: Option<Cgroup>,
@@ -265,20 +266,20 @@ impl Program {
     /// On failure (registration failed), the program is stopped and
     /// returned for the reaper.
     pub fn attach_child(
-        mut child: Child,
+        child: ChildProcess,
         cgroup: Option<Cgroup>,
         registration: Option<Registration>,
         launch: &Launch,
         cx: &mut Cx<'_>,
     ) -> Result<Program, (Refusal, Option<Dying>)> {
         let now = cx.now();
-        let pid = child.id();
-        let stdout = child.stdout.take().map(Receiver::from);
-        let stderr = child.stderr.take().map(Receiver::from);
-        let stdin = child.stdin.take().map(Sender::from);
+        let pid = child.pid;
+        let stdout = Some(Receiver::from(child.stdout));
+        let stderr = Some(Receiver::from(child.stderr));
+        let stdin = child.stdin.map(Sender::from);
         let mut program = Program {
             pid,
-            child: Some(child),
+            child: Some(ChildPid::new(pid)),
             cgroup,
             registration,
             ended: None,
@@ -616,6 +617,7 @@ impl Program {
                 cx.now() + self.kill_grace,
             ))
         } else {
+            self.recycle_cgroup(cx);
             None
         };
         (exit, leftover)
@@ -634,6 +636,7 @@ impl Program {
         }
         let pgid = self.pgid();
         if self.child.is_none() && !group_exists(pgid) && !self.cgroup_populated() {
+            self.recycle_cgroup(cx);
             return None;
         }
         self.signal_group(libc::SIGTERM);
@@ -644,6 +647,13 @@ impl Program {
             self.registration.take(),
             cx.now() + self.kill_grace,
         ))
+    }
+
+    /// The program's cgroup, just found empty, goes back for reuse.
+    fn recycle_cgroup(&mut self, cx: &mut Cx<'_>) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cx.shared().exec.recycle_cgroup(cgroup);
+        }
     }
 
     fn cgroup_populated(&self) -> bool {

@@ -23,7 +23,7 @@
 //!      KILL through the cgroup until it is empty (what left the group) <────┘
 //!                       │
 //!                       v
-//!               cgroup removed (done)
+//!          cgroup empty: back for reuse (done)
 //! ```
 //!
 //! Without a cgroup, what left the group is the subreaper's to find
@@ -37,11 +37,10 @@
 //! the poll and learn of its end as an event. Only dying programs are
 //! polled, so an idle daemon never wakes up for the reaper.
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::subreaper::Registration;
-use super::sys::{Cgroup, group_exists, signal_group};
+use super::sys::{Cgroup, ChildPid, group_exists, signal_group};
 
 /// How often dying programs are checked.
 const REAP_POLL: Duration = Duration::from_millis(10);
@@ -53,10 +52,11 @@ pub struct Dying {
     pgid: i32,
     /// The leader until reaped; `None` when it was reaped already and only
     /// other members of its group were left.
-    leader: Option<Child>,
+    leader: Option<ChildPid>,
     /// The program's cgroup, if it has one: what left the group is still
     /// in it, and gets KILL with the group (or as soon as the group is
-    /// gone). Removed when empty, on drop.
+    /// gone). Handed back for reuse once empty (dropped before that, it
+    /// is removed).
     /// (Boxed: it is rarely there, and `Dying` travels in `Result`s.)
     cgroup: Option<Box<Cgroup>>,
     /// The program's place in the registry of spawned pids, dropped with
@@ -72,7 +72,7 @@ pub struct Dying {
 impl Dying {
     pub fn new(
         pgid: i32,
-        leader: Option<Child>,
+        leader: Option<ChildPid>,
         cgroup: Option<Cgroup>,
         registration: Option<Registration>,
         kill_at: Instant,
@@ -129,12 +129,8 @@ impl Dying {
                 cgroup.kill();
                 false
             }
-            Some(cgroup) if group_done => {
-                if let Err(e) = cgroup.remove() {
-                    log::debug!("exec: removing the cgroup of {}: {e}", self.pgid);
-                }
-                true
-            }
+            // Empty: done, and the cgroup goes back for reuse.
+            Some(_) if group_done => true,
             _ => group_done,
         }
     }
@@ -144,6 +140,9 @@ impl Dying {
 #[derive(Debug, Default)]
 pub struct Reaper {
     dying: Vec<Dying>,
+    /// The cgroups of programs done with, found empty: for the service to
+    /// reuse ([`Reaper::take_emptied`]).
+    emptied: Vec<Cgroup>,
 }
 
 impl Reaper {
@@ -156,7 +155,16 @@ impl Reaper {
     /// running count can drop) and when the reaper next needs a turn.
     pub fn poll(&mut self, now: Instant) -> (usize, Option<Instant>) {
         let before = self.dying.len();
-        self.dying.retain_mut(|d| !d.step(now));
+        let emptied = &mut self.emptied;
+        self.dying.retain_mut(|d| {
+            if !d.step(now) {
+                return true;
+            }
+            if let Some(cgroup) = d.cgroup.take() {
+                emptied.push(*cgroup);
+            }
+            false
+        });
         let done = before - self.dying.len();
         let next = self
             .dying
@@ -170,6 +178,12 @@ impl Reaper {
             })
             .min();
         (done, next)
+    }
+
+    /// The cgroups of the programs done with since the last call, each
+    /// found empty.
+    pub fn take_emptied(&mut self) -> Vec<Cgroup> {
+        std::mem::take(&mut self.emptied)
     }
 
     /// Programs not yet reaped.
@@ -187,12 +201,19 @@ mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
 
-    fn spawn_group(script: &str) -> Child {
-        std::process::Command::new("sh")
+    fn spawn_group(script: &str) -> ChildPid {
+        let child = std::process::Command::new("sh")
             .args(["-c", script])
             .process_group(0)
             .spawn()
-            .expect("spawn sh")
+            .expect("spawn sh");
+        take_charge(child)
+    }
+
+    /// The reaper waits for the child from now on, as it does for a
+    /// program's leader.
+    fn take_charge(child: std::process::Child) -> ChildPid {
+        ChildPid::new(child.id())
     }
 
     /// Polls the reaper until it is empty, at most 10 s of real time.
@@ -244,6 +265,7 @@ mod tests {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line, "ready\n");
+        let child = take_charge(child);
         let pgid = child.id() as i32;
         signal_group(pgid, libc::SIGTERM);
         let mut reaper = Reaper::default();

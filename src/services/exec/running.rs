@@ -9,7 +9,7 @@
 //! lives behind [`RunningProgram`], which the real [`Program`] implements
 //! by delegating to its own methods in program.rs. A session starts one
 //! through its [`Launcher`]; the daemon's is [`Spawner`], which spawns on
-//! the helper pool, so the `fork` never runs on the loop: its `launch`
+//! the helper pool, so the loop never waits for a child to `exec`: its `launch`
 //! answers "under way", and the program arrives through
 //! [`Launcher::spawned`] when the job is done.
 //!
@@ -22,7 +22,6 @@
 //! The cost is one virtual call per program event. The session already
 //! kept its program boxed.
 
-use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -33,7 +32,7 @@ use super::program::Program;
 use super::reaper::{self, Dying};
 use super::request::{Exit, Refusal, Signal};
 use super::subreaper::{Registration, Spawning};
-use super::sys::{self, Cgroup};
+use super::sys::{self, Cgroup, ChildPid};
 use crate::reactor::{Job, JobError, JobOutput};
 
 /// The tag of the one job an exec session submits: its program's spawn.
@@ -102,8 +101,8 @@ pub trait RunningProgram {
     fn abandon(self: Box<Self>, cx: &mut Cx<'_>) -> Option<Dying>;
 }
 
-/// The daemon's launcher: spawns on the helper pool (program.rs builds
-/// the command, sys.rs the cgroup).
+/// The daemon's launcher: spawns on the helper pool (launch.rs prepares
+/// the spawn, sys.rs does it and makes the cgroup).
 #[derive(Default)]
 pub struct Spawner {
     /// What the spawn job hands over besides the child, shared with the
@@ -126,23 +125,22 @@ impl Launcher for Spawner {
         // until the spawn is over even if the session goes away meanwhile;
         // whoever gets the child (the session, or the job's cleanup) takes
         // the cgroup and the registration from the shared slot.
+        let spawn = match Program::command(launch) {
+            Ok(spawn) => spawn,
+            Err(e) => return Err((Program::refusal(launch, &e), None)),
+        };
         let cgroup = cx.shared().exec.new_cgroup();
-        let command = Program::command(launch, cgroup.as_ref());
         let slot = Arc::new(Mutex::new(SpawnSlot {
             cgroup,
             registration: None,
         }));
         let (job_slot, orphan_slot) = (Arc::clone(&slot), Arc::clone(&slot));
         let job = Job::new(SPAWN_JOB, move || {
-            let mut command = command;
             let spawning = Spawning::begin();
-            let spawned = command.spawn();
-            let registration = spawning.end(spawned.as_ref().ok().map(Child::id));
             let mut slot = lock(&job_slot);
-            slot.registration = registration;
-            if let Some(cgroup) = slot.cgroup.as_mut() {
-                cgroup.joined();
-            }
+            let procs = slot.cgroup.as_ref().map(Cgroup::procs_fd);
+            let spawned = spawn.spawn(procs);
+            slot.registration = spawning.end(spawned.as_ref().ok().map(|c| c.pid));
             spawned.map(JobOutput::Child)
         })
         .on_orphan(move |output| {
@@ -157,9 +155,9 @@ impl Launcher for Spawner {
             if let Some(cgroup) = &cgroup {
                 cgroup.kill();
             }
-            if let JobOutput::Child(mut child) = output {
-                sys::signal_group(child.id() as i32, libc::SIGKILL);
-                let _ = child.wait();
+            if let JobOutput::Child(child) = output {
+                sys::signal_group(child.pid as i32, libc::SIGKILL);
+                let _ = ChildPid::new(child.pid).wait();
             }
             drop(registration);
         });
@@ -202,14 +200,14 @@ impl Launcher for Spawner {
         // counted as running again until reaped (the session gave its slot
         // back when it stopped waiting).
         if let Ok(JobOutput::Child(child)) = result {
-            let pgid = child.id() as i32;
+            let pgid = child.pid as i32;
             sys::signal_group(pgid, libc::SIGKILL);
             let now = cx.now();
             let exec = &mut cx.shared().exec;
             exec.program_started();
             exec.adopt(reaper::Dying::new(
                 pgid,
-                Some(child),
+                Some(ChildPid::new(child.pid)),
                 cgroup,
                 registration,
                 now,

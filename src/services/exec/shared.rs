@@ -180,7 +180,8 @@ impl ExecShared {
         Ok(ExecShared::joined(Arc::new(ExecDaemon::new(config)?)))
     }
 
-    /// A fresh cgroup for the next program, where the daemon may make one.
+    /// An empty cgroup for the next program, where the daemon may make
+    /// one: a spare, or a new one.
     pub fn new_cgroup(&mut self) -> Option<Cgroup> {
         let mut cgroups = lock(&self.daemon.cgroups);
         let parent = cgroups.as_mut()?;
@@ -188,6 +189,14 @@ impl ExecShared {
             .child()
             .inspect_err(|e| log::warn!("exec: no cgroup for a program: {e}"))
             .ok()
+    }
+
+    /// A program's cgroup, just found empty, goes back for a later
+    /// program (see `CgroupParent`'s "Reused, not made anew").
+    pub fn recycle_cgroup(&mut self, cgroup: Cgroup) {
+        if let Some(parent) = lock(&self.daemon.cgroups).as_mut() {
+            parent.recycle(cgroup);
+        }
     }
 
     /// The key as of now: the file is checked (one `stat`) and re-read if
@@ -242,6 +251,9 @@ impl ExecShared {
             let done;
             (done, next) = self.reaper.poll(now);
             self.daemon.running.give_back(done);
+            for cgroup in self.reaper.take_emptied() {
+                self.recycle_cgroup(cgroup);
+            }
         }
         match (next, subreaper::poll(now)) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -55,7 +55,7 @@
 //!
 //! The pids the daemon spawned are kept in one [`Registry`] for the whole
 //! process (spawns run on helper threads, and with several reactors on
-//! several pools), from just before the `fork` until the program's group
+//! several pools), from just before the `clone` until the program's group
 //! is done ([`Registration`]). Three races are closed there:
 //!
 //! - A spawn's child exists before its pid is known. While a spawn is
@@ -123,7 +123,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
 /// When to look, held by whichever reactor is looking.
 static LOOKOUT: Mutex<Lookout> = Mutex::new(Lookout::new());
 
-/// A spawn about to `fork`: counted from before the child exists until its
+/// A spawn about to `clone`: counted from before the child exists until its
 /// pid is registered ([`Spawning::end`]), so no look takes the child for
 /// an adopted process in between.
 #[derive(Debug)]
@@ -209,7 +209,7 @@ pub struct Registry {
     /// many registrations hold it (a pid reused while an old registration
     /// is being dropped counts twice for a moment).
     programs: BTreeMap<i32, u32>,
-    /// Spawns between `fork` and registration.
+    /// Spawns between `clone` and registration.
     spawning: usize,
     /// A look is under way: releases are remembered in `released`.
     looking: bool,

@@ -1,8 +1,9 @@
 //! Every system call the exec service makes that Rust's standard library
-//! does not wrap: signals to process groups, pidfds, what a child does
-//! between `fork` and `exec`, and the per-program cgroup. Each `unsafe`
-//! block is here, with the reason it is sound next to it, so a reviewer
-//! reads one file to check them all.
+//! does not wrap: signals to process groups, pidfds, the spawn itself
+//! (in sys/spawn.rs, a module of this one) and the per-program cgroup.
+//! Each `unsafe` block of exec is here or in sys/spawn.rs, with the reason
+//! it is sound next to it, so a reviewer reads two files to check them
+//! all.
 //!
 //! # Why a cgroup, when there is a process group
 //!
@@ -20,9 +21,10 @@
 //! So where the daemon may create cgroups, each program gets one: a
 //! directory `<n>` under `socketlab-<daemon pid>` under the daemon's own
 //! cgroup (found in `/proc/self/cgroup` and `/proc/self/mountinfo`). The
-//! child joins it between `fork` and `exec`, before the program runs a
-//! single instruction; the reaper kills what is left in it and removes the
-//! directory once it is empty. Where the daemon may not (no cgroup v2, no
+//! child joins it between `clone` and `exec`, before the program runs a
+//! single instruction; the reaper kills what is left in it, and once it
+//! is empty it waits, a spare, for a later program ([`CgroupParent`] says
+//! why). Where the daemon may not (no cgroup v2, no
 //! write access: an unprivileged daemon under systemd without delegation,
 //! or `exec.cgroups = false`), it says so in its start log, and
 //! docs/security.md says what is then not guaranteed.
@@ -37,10 +39,8 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 // ----- Process groups and pidfds ---------------------------------------------
 
@@ -130,81 +130,43 @@ pub fn reap_if_ended(pid: i32) -> bool {
     }
 }
 
-// ----- Between fork and exec -------------------------------------------------
+// ----- The spawn -------------------------------------------------------------
 
-/// Arranges for the child of `command` to start clean (see [`start_clean`])
-/// and, given a cgroup's `cgroup.procs`, to move itself into that cgroup
-/// before `exec`.
-pub fn prepare_child(command: &mut Command, cgroup_procs: Option<RawFd>) {
-    // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe calls are allowed; it makes nothing but plain
-    // system calls (signal, close_range, write), allocating nothing and
-    // taking no lock. The descriptor it writes to is open in the parent
-    // until `spawn` returns, so it is open in the child.
-    unsafe {
-        command.pre_exec(move || {
-            start_clean();
-            if let Some(fd) = cgroup_procs {
-                join_cgroup(fd);
-            }
-            Ok(())
-        });
-    }
-}
+// Starting a program with `clone(CLONE_VM | CLONE_VFORK)`: the longest
+// piece of unsafe code in exec, so it has a file of its own.
+mod spawn;
 
-/// In the child, just before `exec`: what the daemon inherited must not
-/// reach the program.
-///
-/// - Signals the daemon ignores (it may have been started with `nohup`, or
-///   in the background of a script, which ignores INT and QUIT) would stay
-///   ignored across `exec`, and a client's INT would then do nothing. Each
-///   is set back to its default, as a login shell would find it. (glibc
-///   keeps two real-time signals for itself and refuses to touch them;
-///   they are left as they are.)
-/// - Descriptors the daemon was *given* without close-on-exec (its own are
-///   all opened close-on-exec) would be open in the program. They are
-///   marked close-on-exec in one call (`close_range`, Linux 5.11); on an
-///   older kernel they stay as they are.
-fn start_clean() {
-    for signal in 1..libc::SIGRTMIN() {
-        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-            // SAFETY: async-signal-safe; an error (a signal glibc reserves)
-            // leaves that signal alone.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-    }
-    // SAFETY: async-signal-safe; it only sets flags on descriptors.
-    unsafe {
-        libc::close_range(
-            3,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
-        );
-    }
-}
-
-/// In the child: writes `0` ("the writing process") to the cgroup's
-/// `cgroup.procs`. A failure leaves the child where it is, guarded by its
-/// process group only; failing the spawn for it would turn a weaker
-/// guarantee into no service.
-fn join_cgroup(procs: RawFd) {
-    // SAFETY: async-signal-safe; write(2) reads one byte of a static.
-    unsafe {
-        libc::write(procs, b"0".as_ptr().cast(), 1);
-    }
-}
+pub use spawn::{ChildPid, Spawn};
 
 // ----- Cgroups ---------------------------------------------------------------
 
+/// How many empty program cgroups are kept for reuse (see
+/// [`CgroupParent::recycle`]); beyond this they are removed.
+pub const SPARE_CGROUPS: usize = 16;
+
 /// Where this daemon's program cgroups live: `socketlab-<pid>` under the
 /// daemon's own cgroup. Removed (when empty) on drop.
+///
+/// # Reused, not made anew
+///
+/// A cgroup made for one program and removed after it costs more than
+/// its `mkdir` and `rmdir` (some 40 µs): starting `true` into a fresh
+/// cgroup each time measured 0.14 to 0.36 ms slower per program than into
+/// a reused one (BENCHMARKS.md, "exec without fork"), most likely the
+/// kernel building its bookkeeping (a `css_set`) for the first process to
+/// enter a cgroup.
+/// So a program's cgroup, once empty, goes back to a short list of spares
+/// ([`SPARE_CGROUPS`]) and the next program takes it from there. An empty
+/// cgroup of ours is as good as a new one: nothing can enter it except
+/// by a spawn of ours, since its members are the only processes whose
+/// children are born in it.
 #[derive(Debug)]
 pub struct CgroupParent {
     dir: PathBuf,
     /// Names the next program's cgroup.
     next: u64,
+    /// Empty cgroups waiting for a program, at most [`SPARE_CGROUPS`].
+    spare: Vec<Cgroup>,
 }
 
 impl CgroupParent {
@@ -229,15 +191,23 @@ impl CgroupParent {
                 "cgroup.kill missing (Linux 5.14 or later needed)",
             ));
         }
-        Ok(CgroupParent { dir, next: 0 })
+        Ok(CgroupParent {
+            dir,
+            next: 0,
+            spare: Vec::new(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// A new, empty cgroup for one program.
+    /// An empty cgroup for one program: a spare if there is one, else a
+    /// new one.
     pub fn child(&mut self) -> io::Result<Cgroup> {
+        if let Some(spare) = self.spare.pop() {
+            return Ok(spare);
+        }
         self.next += 1;
         let dir = self.dir.join(self.next.to_string());
         fs::create_dir(&dir).map_err(|e| with_path(e, "mkdir", &dir))?;
@@ -246,44 +216,49 @@ impl CgroupParent {
             .open(dir.join("cgroup.procs"))
             .map_err(|e| with_path(e, "open", &dir.join("cgroup.procs")));
         match procs {
-            Ok(procs) => Ok(Cgroup {
-                dir,
-                procs: Some(procs),
-            }),
+            Ok(procs) => Ok(Cgroup { dir, procs }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
             }
         }
     }
+
+    /// Takes back a program's cgroup that its caller has just found empty
+    /// ([`Cgroup::is_populated`]), to be given to a later program; removes
+    /// it if there are spares enough.
+    pub fn recycle(&mut self, cgroup: Cgroup) {
+        if self.spare.len() < SPARE_CGROUPS {
+            self.spare.push(cgroup);
+        }
+    }
 }
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
+        // The spares first: a parent with children cannot be removed.
+        self.spare.clear();
         // Empty by now unless a program outlived shutdown, in which case
         // the directory stays for the operator to see.
         let _ = fs::remove_dir(&self.dir);
     }
 }
 
-/// One program's cgroup. The reaper kills what is in it and removes it
-/// when empty; dropping it tries once more.
+/// One program's cgroup. Once it is empty it goes back to its parent for
+/// the next program ([`CgroupParent::recycle`]); the reaper kills what is
+/// in it and hands it back when empty. Dropped, it is removed.
 #[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, open for the child to join; closed once it has.
-    procs: Option<fs::File>,
+    /// `cgroup.procs`, open for the child to join: open for as long as
+    /// the cgroup is ours, so a reused cgroup costs no `open`.
+    procs: fs::File,
 }
 
 impl Cgroup {
-    /// The descriptor the child writes itself into (see [`prepare_child`]).
-    pub fn procs_fd(&self) -> Option<RawFd> {
-        self.procs.as_ref().map(AsRawFd::as_raw_fd)
-    }
-
-    /// The child has been spawned: the daemon needs the descriptor no more.
-    pub fn joined(&mut self) {
-        self.procs = None;
+    /// The descriptor the child writes itself into (see [`Spawn::spawn`]).
+    pub fn procs_fd(&self) -> BorrowedFd<'_> {
+        self.procs.as_fd()
     }
 
     /// Whether any process is still in the cgroup (`populated 1` in
