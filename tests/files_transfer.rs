@@ -74,6 +74,33 @@ fn put_then_get_round_trips_with_the_whole_file_sha256() {
 }
 
 #[test]
+fn a_get_after_a_put_announces_the_digest_the_put_verified_without_hashing_again() {
+    let d = Daemon::start(&[]);
+    add_user(&d, "alice", "pw", None);
+    let mut s = login(&d, "alice", "pw");
+    let data = payload(64 * 1024, 3);
+    assert_eq!(put(&mut s, "kept.bin", &data)["type"], "ok");
+    // The bytes change on disk under the same identity (inode, size,
+    // mtime), which the digest cache keys on: only a digest remembered at
+    // the put's commit, not one computed now, is the old content's.
+    let path = home(&d, "alice").join("kept.bin");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(b"changed", 0).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    let (ready, got) = get(&mut s, "kept.bin", 0);
+    assert_eq!(
+        ready["sha256"],
+        sha_hex(&data),
+        "the put's digest, remembered"
+    );
+    assert_ne!(got, data, "the bytes sent are the file's own");
+}
+
+#[test]
 fn a_checksum_mismatch_changes_nothing_visible() {
     let d = Daemon::start(&[]);
     add_user(&d, "alice", "pw", Some("1M"));

@@ -442,15 +442,20 @@ impl Session {
             },
             // Durable and in place: only now the client hears ok.
             (Transfer::Committing(upload), Done::Committed(result)) => match result {
-                Ok(replaced) => {
+                Ok(committed) => {
                     staging::remove_record(&upload.dir, &upload.id);
+                    let mut files = cx.shared().files.lock();
+                    // Checked against every byte received: a `get` of it
+                    // needs no hashing.
+                    files.remember_digest(committed.key, upload.sha256);
                     if let Phase::Serving(account) = &self.phase {
-                        let (name, home) = (account.name.clone(), account.home_path.clone());
-                        let mut files = cx.shared().files.lock();
-                        files
-                            .book(&name, &home)
-                            .complete(&upload.id, upload.size, replaced);
+                        files.book(&account.name, &account.home_path).complete(
+                            &upload.id,
+                            upload.size,
+                            committed.replaced,
+                        );
                     }
+                    drop(files);
                     cx.write_with(|out| request::encode_put_done(upload.size, &upload.sha256, out));
                 }
                 Err(e) => {

@@ -63,6 +63,13 @@ pub const DIGEST_CACHE_ENTRIES: usize = 4096;
 /// place gets a new mtime or size; a file replaced gets a new inode.
 pub type FileKey = (u64, u64, u64, i128);
 
+/// The [`FileKey`] of the file `meta` describes.
+pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    (meta.dev(), meta.ino(), meta.size(), mtime)
+}
+
 /// The daemon's one [`FilesShared`], shared by every reactor (see the
 /// module docs).
 pub struct FilesDaemon {
@@ -101,7 +108,9 @@ pub struct FilesShared {
     secret: [u8; 32],
     /// Quota books, by user name, filled on first use.
     books: HashMap<String, Book>,
-    /// Whole-file SHA-256 by file identity, for `get`'s `ready`.
+    /// Whole-file SHA-256 by file identity, for `get`'s `ready`: computed
+    /// by a download, or remembered when a put commits (the digest it
+    /// verified), so a file just uploaded is not read again to be offered.
     digests: HashMap<FileKey, [u8; 32]>,
     resume_ttl: Duration,
 }

@@ -48,7 +48,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -63,9 +63,8 @@ use crate::reactor::{Job, JobError, JobOutput};
 pub enum Done {
     /// The staged prefix of a resumed upload, hashed.
     Prefix(io::Result<Sha256>),
-    /// The upload is durable and in place; the size of the file it
-    /// replaced.
-    Committed(io::Result<u64>),
+    /// The upload is durable and in place.
+    Committed(io::Result<Committed>),
     /// A whole file's digest, for a download.
     Digest(io::Result<[u8; 32]>),
     /// A user's quota book, counted from the disk after their login.
@@ -195,25 +194,36 @@ pub fn hash_file(file: &File, size: u64) -> io::Result<[u8; 32]> {
     Ok(hash_prefix(file, size)?.finalize().into())
 }
 
+/// A committed upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// The size of the file it replaced (0 for none).
+    pub replaced: u64,
+    /// Its identity in place, for the digest cache: a `rename` keeps the
+    /// inode, the size and the mtime.
+    pub key: FileKey,
+}
+
 /// Makes a finished upload durable and puts it in place (on the pool):
 /// `fsync` of the data, `rename` over the target (atomic: a reader sees
 /// the old file or the new one), `fsync` of the target's directory so the
-/// rename survives a crash. Returns the size of the file replaced.
+/// rename survives a crash.
 pub fn commit(
     file: &File,
     staging: &OwnedFd,
     part: &str,
     parent: &OwnedFd,
     name: &str,
-) -> io::Result<u64> {
+) -> io::Result<Committed> {
     file.sync_all()?;
+    let key = super::shared::file_key(&file.metadata()?);
     let replaced = match rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => st.st_size as u64,
         _ => 0,
     };
     rustix::fs::renameat(staging, part, parent, name)?;
     rustix::fs::fsync(parent)?;
-    Ok(replaced)
+    Ok(Committed { replaced, key })
 }
 
 /// A download in progress.
@@ -233,10 +243,9 @@ impl Download {
     pub fn new(fd: OwnedFd, offset: u64) -> io::Result<Download> {
         let file = File::from(fd);
         let meta = file.metadata()?;
-        let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
         Ok(Download {
-            key: (meta.dev(), meta.ino(), meta.size(), mtime),
-            end: meta.size(),
+            key: super::shared::file_key(&meta),
+            end: meta.len(),
             offset,
             file: Arc::new(file),
         })
