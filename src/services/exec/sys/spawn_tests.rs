@@ -12,6 +12,20 @@ use crate::services::exec::sys::{Cgroup, CgroupParent, SPARE_CGROUPS};
 /// cgroup, and each names its children from 1.
 static CGROUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A parent cgroup for one test, which holds [`CGROUP_TESTS`] while it
+/// runs; `None` (the test is skipped, and says so) where this process may
+/// not create cgroups.
+fn cgroup_parent() -> Option<(std::sync::MutexGuard<'static, ()>, CgroupParent)> {
+    let one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    match CgroupParent::create() {
+        Ok(parent) => Some((one_at_a_time, parent)),
+        Err(_) => {
+            eprintln!("skipped: this process may not create cgroups");
+            None
+        }
+    }
+}
+
 const ENV_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// A spawn of `argv` (the program is `argv[0]` looked up on the usual
@@ -270,9 +284,7 @@ fn a_nul_byte_is_refused_before_anything_starts() {
 
 #[test]
 fn the_program_joins_its_cgroup_before_it_runs() {
-    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let Ok(mut parent) = CgroupParent::create() else {
-        eprintln!("skipped: this process may not create cgroups");
+    let Some((_one_at_a_time, mut parent)) = cgroup_parent() else {
         return;
     };
     let cgroup = parent.child().unwrap();
@@ -287,9 +299,7 @@ fn the_program_joins_its_cgroup_before_it_runs() {
 
 #[test]
 fn an_emptied_cgroup_goes_to_the_next_program() {
-    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let Ok(mut parent) = CgroupParent::create() else {
-        eprintln!("skipped: this process may not create cgroups");
+    let Some((_one_at_a_time, mut parent)) = cgroup_parent() else {
         return;
     };
     let cgroup = parent.child().unwrap();
@@ -311,9 +321,7 @@ fn an_emptied_cgroup_goes_to_the_next_program() {
 
 #[test]
 fn spares_are_kept_up_to_the_limit_and_the_rest_removed() {
-    let _one_at_a_time = CGROUP_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let Ok(mut parent) = CgroupParent::create() else {
-        eprintln!("skipped: this process may not create cgroups");
+    let Some((_one_at_a_time, mut parent)) = cgroup_parent() else {
         return;
     };
     let cgroups: Vec<Cgroup> = (0..SPARE_CGROUPS + 1)
