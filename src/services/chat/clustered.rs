@@ -170,44 +170,45 @@ pub(super) fn say(
     posted: &mut usize,
     said: Said<'_>,
 ) -> usize {
-    let shared = cx.shared().chat_cluster.clone().filter(|c| c.is_shared());
-    if let (Some(cluster), Some(text)) = (shared, &line) {
-        let text = String::from_utf8_lossy(text).into_owned();
-        let room = room.to_string();
+    if let (true, Some(text)) = (is_shared(cx), &line) {
+        let line = String::from_utf8_lossy(text).into_owned();
+        let name = room.to_string();
         let body = match said {
-            Said::Line => Body::Say { room, line: text },
+            Said::Line => Body::Say { room: name, line },
             Said::Joined { nick } => Body::Joined {
-                room,
+                room: name,
                 nick: nick.to_string(),
-                line: text,
+                line,
             },
             Said::Left { nick } => Body::Left {
-                room,
+                room: name,
                 nick: nick.to_string(),
-                line: text,
+                line,
             },
             Said::Renamed { old, nick } => Body::Renamed {
-                room,
+                room: name,
                 old: old.to_string(),
                 nick: nick.to_string(),
-                line: text,
+                line,
             },
         };
-        let room = body.room().unwrap_or_default().to_string();
-        match cluster.publish(body) {
-            Ok(()) => {
-                // With several reactors, whose lists of the members they
-                // host follow the inboxes, the change goes there now,
-                // without its line (that comes back from Redis).
-                if let (Sequencer::Inboxes(_), false) = (seq, change == Change::None) {
-                    tell(cx, seq, dir, &room, change, None, posted);
-                }
-                return 1;
+        let published = cx
+            .shared()
+            .chat_cluster
+            .as_ref()
+            .is_some_and(|c| c.publish(body).is_ok());
+        if published {
+            // With several reactors, whose lists of the members they
+            // host follow the inboxes, the change goes there now,
+            // without its line (that comes back from Redis).
+            if let (Sequencer::Inboxes(_), false) = (seq, change == Change::None) {
+                tell(cx, seq, dir, room, change, None, posted);
             }
-            // Only a notice can get here (lines wait for room, `has_room`):
-            // it is told here rather than lost.
-            Err(_) => log::debug!("chat cluster: queue full, a notice to {room} stays local"),
+            return 1;
         }
+        // Only a notice can get here (lines wait for room, `has_room`):
+        // it is told here rather than lost.
+        log::debug!("chat cluster: queue full, a notice to {room} stays local");
     }
     tell(cx, seq, dir, room, change, line, posted)
 }

@@ -113,21 +113,10 @@ pub fn kill_child(pid: i32) {
 /// program's status from the session watching it). True when the child is
 /// gone: reaped now, or not a child at all (`ECHILD`).
 pub fn reap_if_ended(pid: i32) -> bool {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid(2) writes the status into our local integer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == 0 {
-            return false;
-        }
-        if r > 0 {
-            return true;
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            _ => return true,
-        }
-    }
+    let Ok(pid) = u32::try_from(pid) else {
+        return true;
+    };
+    !matches!(ChildPid::new(pid).try_wait(), Ok(None))
 }
 
 // ----- The spawn -------------------------------------------------------------
@@ -279,14 +268,6 @@ impl Cgroup {
             .and_then(|mut f| f.write_all(b"1"))
         {
             log::warn!("exec: {}: {e}", path.display());
-        }
-    }
-
-    /// Removes the directory; fails (EBUSY) while processes are in it.
-    pub fn remove(&self) -> io::Result<()> {
-        match fs::remove_dir(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
         }
     }
 }

@@ -173,7 +173,7 @@ impl Spawn {
             )
         };
         let clone_error = io::Error::last_os_error();
-        restore_signal_mask(&old_mask);
+        set_signal_mask(&old_mask);
         drop(stack);
         if pid < 0 {
             return Err(io::Error::new(
@@ -433,10 +433,6 @@ fn block_all_signals() -> io::Result<libc::sigset_t> {
         return Err(io::Error::last_os_error());
     }
     Ok(old)
-}
-
-fn restore_signal_mask(mask: &libc::sigset_t) {
-    set_signal_mask(mask);
 }
 
 /// The size of the kernel's signal set: 64 signals.
